@@ -1,0 +1,1 @@
+"""The `gguflm` command line (typer), installed as gguflm.cli."""

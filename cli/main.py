@@ -1,0 +1,46 @@
+"""The `gguflm` typer app: each command module registers one thin command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from gguflm.errors import GGUFLMError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run GGUF language models on NVIDIA GPUs (and, slowly, on the CPU).",
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Run GGUF language models on NVIDIA GPUs (and, slowly, on the CPU)."""
+
+
+def _register() -> None:
+    # Imported here so that `gguflm --help` stays fast and each command owns its module.
+    from gguflm.cli import info
+
+    for module in (info,):
+        module.register(app)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    _register()
+    try:
+        app()
+    except GGUFLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Triton kernels for the decode step, installed as gguflm.kernels."""
