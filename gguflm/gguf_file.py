@@ -12,9 +12,6 @@ import numpy as np
 
 from gguflm.errors import GGUFLMError
 
-_MISSING = object()
-
-
 @dataclass
 class GGUFFile:
     """A validated, memory-mapped GGUF file: metadata as Python values, tensors by name."""
@@ -32,15 +29,23 @@ class GGUFFile:
     def architecture(self) -> str:
         return self.require(gguf.Keys.General.ARCHITECTURE, str)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.metadata.get(key, default)
+    def get(self, key: str, default: Any = None, kind: type | tuple[type, ...] = object) -> Any:
+        """The value of a key, or `default` when absent; a present value must be of `kind`."""
+        if key not in self.metadata:
+            return default
+        return self._checked(key, kind)
 
     def require(self, key: str, kind: type | tuple[type, ...] = object) -> Any:
         """The value of a key that must be present, of the given Python type."""
-        value = self.metadata.get(key, _MISSING)
-        if value is _MISSING:
+        if key not in self.metadata:
             raise GGUFLMError(f"{self.path.name}: metadata key '{key}' is missing")
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        return self._checked(key, kind)
+
+    def _checked(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        value = self.metadata[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise GGUFLMError(f"{self.path.name}: metadata key '{key}' has the wrong type ({type(value).__name__})")
         return value
 

@@ -1,0 +1,115 @@
+"""ModelConfig: the model's hyper-parameters, read once from the GGUF `{arch}.*` keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gguf
+
+from gguflm.errors import GGUFLMError
+from gguflm.gguf_file import GGUFFile
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+
+# llama.cpp's converter permutes Q/K rows for llama so rotation pairs are adjacent ("normal");
+# qwen2/qwen3 keep the HF layout and rotate halves ("neox").
+ROPE_MODES = {"llama": "normal", "qwen2": "neox", "qwen3": "neox"}
+
+# Scaling types handled: none, linear (positions divided by the factor), and llama3, whose
+# factors ship as the `rope_freqs` tensor. YaRN and longrope change attention itself.
+SUPPORTED_ROPE_SCALING = ("none", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    n_vocab: int
+    n_ctx_train: int
+    dim: int
+    n_layers: int
+    ffn_dim: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    norm_eps: float
+    rope_base: float = 10000.0
+    rope_dim: int = 0  # 0: the whole head
+    rope_scale: float = 1.0  # linear scaling: positions are divided by this
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        for field in ("n_vocab", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim"):
+            if getattr(self, field) <= 0:
+                raise GGUFLMError(f"model metadata gives {field} = {getattr(self, field)}, which must be positive")
+        if self.n_heads % self.n_kv_heads:
+            raise GGUFLMError(f"head_count {self.n_heads} is not a multiple of head_count_kv {self.n_kv_heads}")
+        if self.rope_dim == 0:
+            object.__setattr__(self, "rope_dim", self.head_dim)
+        if self.rope_dim % 2 or self.rope_dim > self.head_dim:
+            raise GGUFLMError(f"rope dimension {self.rope_dim} must be even and at most the head size {self.head_dim}")
+        if self.rope_scale <= 0:
+            raise GGUFLMError(f"rope scaling factor {self.rope_scale} must be positive")
+
+    @property
+    def rope_mode(self) -> str:
+        return ROPE_MODES[self.arch]
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @classmethod
+    def from_gguf(cls, gf: GGUFFile) -> "ModelConfig":
+        arch = gf.architecture
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise GGUFLMError(
+                f"architecture '{arch}' is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
+            )
+        k = gguf.Keys
+
+        def key(template: str) -> str:
+            return template.format(arch=arch)
+
+        dim = gf.require(key(k.LLM.EMBEDDING_LENGTH), int)
+        n_heads = gf.require(key(k.Attention.HEAD_COUNT), int)
+        n_kv = gf.get(key(k.Attention.HEAD_COUNT_KV), n_heads, int)
+        if n_heads <= 0:
+            raise GGUFLMError(f"head_count {n_heads} must be positive")
+        head_dim = gf.get(key(k.Attention.KEY_LENGTH), dim // n_heads, int)
+        v_dim = gf.get(key(k.Attention.VALUE_LENGTH), head_dim, int)
+        if v_dim != head_dim:
+            raise GGUFLMError(f"value head size {v_dim} differs from key head size {head_dim}; not supported")
+
+        scaling = gf.get(key(k.Rope.SCALING_TYPE), "none", str)
+        if scaling not in SUPPORTED_ROPE_SCALING:
+            raise GGUFLMError(
+                f"rope scaling '{scaling}' is not supported (supported: {', '.join(SUPPORTED_ROPE_SCALING)})"
+            )
+        rope_scale = 1.0
+        if scaling == "linear":
+            rope_scale = gf.get(key(k.Rope.SCALING_FACTOR), 1.0, float)
+
+        embd = gf.tensor("token_embd.weight")
+        if len(embd.shape) != 2:
+            raise GGUFLMError(f"tensor 'token_embd.weight' has {len(embd.shape)} dimensions, expected 2")
+        n_vocab = int(embd.shape[1])
+        return cls(
+            arch=arch,
+            n_vocab=n_vocab,
+            n_ctx_train=gf.get(key(k.LLM.CONTEXT_LENGTH), 2048, int),
+            dim=dim,
+            n_layers=gf.require(key(k.LLM.BLOCK_COUNT), int),
+            ffn_dim=gf.require(key(k.LLM.FEED_FORWARD_LENGTH), int),
+            n_heads=n_heads,
+            n_kv_heads=n_kv,
+            head_dim=head_dim,
+            norm_eps=gf.get(key(k.Attention.LAYERNORM_RMS_EPS), 1e-5, float),
+            rope_base=gf.get(key(k.Rope.FREQ_BASE), 10000.0, float),
+            rope_dim=gf.get(key(k.Rope.DIMENSION_COUNT), head_dim, int),
+            rope_scale=rope_scale,
+            name=gf.get(k.General.NAME, "", str),
+        )

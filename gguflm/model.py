@@ -1,0 +1,136 @@
+"""The pure-torch reference forward: RMSNorm, RoPE, GQA attention over the KV cache, SwiGLU.
+
+It is the CPU backend and the oracle every Triton kernel is checked against. Activations are fp32;
+weights stay as loaded (Q8_0 is dequantized one matrix at a time, inside `linear`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gguflm.config import ModelConfig
+from gguflm.errors import GGUFLMError
+from gguflm.kv_cache import KVCache
+from gguflm.quants import QuantWeight
+from gguflm.weights import LayerWeights, ModelWeights, Weight
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def dense(w: Weight) -> torch.Tensor:
+    """The fp32 (N, K) matrix of a weight."""
+    return w.dequantize() if isinstance(w, QuantWeight) else w.float()
+
+
+def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (T, K) @ W.T -> (T, N)."""
+    return F.linear(x, dense(w), bias)
+
+
+def embed(w: Weight, tokens: torch.Tensor) -> torch.Tensor:
+    """Rows of the embedding table: (T,) -> (T, dim) fp32."""
+    return dense(w.rows(tokens)) if isinstance(w, QuantWeight) else w[tokens].float()
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rope_angles(cfg: ModelConfig, positions: torch.Tensor, freq_factors: torch.Tensor | None) -> torch.Tensor:
+    """Rotation angles (T, rope_dim / 2): pos / scale * base^(-2i / rope_dim) / factor_i."""
+    exponents = torch.arange(0, cfg.rope_dim, 2, dtype=torch.float32, device=positions.device) / cfg.rope_dim
+    inv_freq = 1.0 / (cfg.rope_base**exponents)
+    if freq_factors is not None:
+        inv_freq = inv_freq / freq_factors
+    return (positions.float() / cfg.rope_scale)[:, None] * inv_freq[None, :]
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor, mode: str) -> torch.Tensor:
+    """Rotate the first rope_dim dims of each head. x: (T, n_heads, head_dim); angles: (T, rope_dim/2)."""
+    rot_dim = 2 * angles.shape[-1]
+    rot, rest = x[..., :rot_dim], x[..., rot_dim:]
+    cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]  # (T, 1, rope_dim/2)
+    if mode == "normal":  # adjacent pairs (x[2i], x[2i+1])
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    else:  # "neox": halves (x[i], x[i + rot_dim/2])
+        a, b = rot[..., : rot_dim // 2], rot[..., rot_dim // 2 :]
+        rotated = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    return torch.cat((rotated, rest), dim=-1)
+
+
+# ---------------------------------------------------------------------------- the transformer
+
+
+class Transformer:
+    """Reference model over loaded weights: `prefill` fills a cache, `decode` extends it by one token."""
+
+    def __init__(self, cfg: ModelConfig, weights: ModelWeights):
+        self.cfg = cfg
+        self.weights = weights
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.output_norm.device
+
+    def new_cache(self, max_ctx: int | None = None, dtype: torch.dtype = torch.float32) -> KVCache:
+        return KVCache.allocate(self.cfg, max_ctx or self.cfg.n_ctx_train, self.device, dtype)
+
+    def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """Run `tokens` (T,) after the cache's current contents; returns logits (T, n_vocab) fp32."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device).reshape(-1)
+        return self.forward(tokens, cache)
+
+    def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token after the cache's contents; returns logits (n_vocab,) fp32."""
+        return self.prefill(torch.as_tensor(token).reshape(1), cache)[0]
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        cfg, w = self.cfg, self.weights
+        start, n = cache.length, tokens.shape[0]
+        if start + n > cache.max_ctx:
+            raise GGUFLMError(f"context is full: {start} + {n} tokens exceed the context size {cache.max_ctx}")
+        if n == 0:
+            return torch.empty((0, cfg.n_vocab), device=self.device)
+        positions = torch.arange(start, start + n, device=self.device)
+        angles = rope_angles(cfg, positions, w.rope_freqs)  # (T, rope_dim/2)
+        x = embed(w.tok_embd, tokens)  # (T, dim)
+        for i, layer in enumerate(w.layers):
+            x = x + self._attention(i, layer, rmsnorm(x, layer.attn_norm, cfg.norm_eps), angles, cache, start)
+            x = x + self._feed_forward(layer, rmsnorm(x, layer.ffn_norm, cfg.norm_eps))
+        cache.length = start + n
+        return linear(rmsnorm(x, w.output_norm, cfg.norm_eps), w.output)  # (T, n_vocab)
+
+    def _attention(
+        self, i: int, layer: LayerWeights, x: torch.Tensor, angles: torch.Tensor, cache: KVCache, start: int
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        n = x.shape[0]
+        qkv = linear(x, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
+        q, k, v = qkv.split((cfg.q_dim, cfg.kv_dim, cfg.kv_dim), dim=-1)
+        q = q.view(n, cfg.n_heads, cfg.head_dim)
+        k = k.view(n, cfg.n_kv_heads, cfg.head_dim)
+        v = v.view(n, cfg.n_kv_heads, cfg.head_dim)
+        if layer.q_norm is not None:
+            q = rmsnorm(q, layer.q_norm, cfg.norm_eps)
+        if layer.k_norm is not None:
+            k = rmsnorm(k, layer.k_norm, cfg.norm_eps)
+        q = apply_rope(q, angles, cfg.rope_mode)
+        k = apply_rope(k, angles, cfg.rope_mode)
+
+        end = start + n
+        cache.k[i, :, start:end] = k.transpose(0, 1).to(cache.k.dtype)  # (n_kv_heads, T, head_dim)
+        cache.v[i, :, start:end] = v.transpose(0, 1).to(cache.v.dtype)
+        group = cfg.n_heads // cfg.n_kv_heads
+        keys = cache.k[i, :, :end].float().repeat_interleave(group, dim=0)  # (n_heads, end, head_dim)
+        values = cache.v[i, :, :end].float().repeat_interleave(group, dim=0)
+        # query t (at position start + t) sees cache positions 0 .. start + t
+        mask = torch.arange(end, device=x.device)[None, :] <= (start + torch.arange(n, device=x.device))[:, None]
+        out = F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=mask)  # (n_heads, T, hd)
+        return linear(out.transpose(0, 1).reshape(n, cfg.q_dim), layer.wo)
+
+    def _feed_forward(self, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+        gate, up = linear(x, layer.w_gate_up).chunk(2, dim=-1)  # (T, ffn_dim) each
+        return linear(F.silu(gate) * up, layer.w_down)

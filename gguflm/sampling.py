@@ -1,0 +1,96 @@
+"""Token sampling as llama.cpp chains it: penalties, top-k, top-p, min-p, temperature, then a seeded draw.
+
+Every step is a tensor op on the logits' device with the parameters as tensors, so a caller
+can run it without a host sync (and inside a CUDA graph, changing parameters by copying in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from gguflm.errors import GGUFLMError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """llama.cpp's defaults; temperature <= 0 means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40  # 0: off
+    top_p: float = 0.95  # 1.0: off
+    min_p: float = 0.05  # 0.0: off
+    repeat_penalty: float = 1.0  # 1.0: off
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or not 0.0 <= self.min_p <= 1.0:
+            raise GGUFLMError("sampling needs top_k >= 0, 0 < top_p <= 1 and 0 <= min_p <= 1")
+        if self.repeat_penalty <= 0 or self.repeat_last_n < 0:
+            raise GGUFLMError("sampling needs repeat_penalty > 0 and repeat_last_n >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    @classmethod
+    def greedy_params(cls) -> "SamplingParams":
+        return cls(temperature=0.0)
+
+    def with_(self, **changes) -> "SamplingParams":
+        return replace(self, **changes)
+
+
+@dataclass
+class SamplerTensors:
+    """The parameters as 0-d tensors on the sampling device (static buffers for graph replay)."""
+
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
+    min_p: torch.Tensor
+    repeat_penalty: torch.Tensor
+
+    @classmethod
+    def from_params(cls, p: SamplingParams, device: str | torch.device) -> "SamplerTensors":
+        def f32(x: float) -> torch.Tensor:
+            return torch.tensor(float(x), dtype=torch.float32, device=device)
+
+        top_k = torch.tensor(p.top_k, dtype=torch.long, device=device)
+        return cls(f32(p.temperature), top_k, f32(p.top_p), f32(p.min_p), f32(p.repeat_penalty))
+
+    def copy_from(self, p: SamplingParams) -> None:
+        """Update in place (no re-allocation, so a captured graph sees the new values)."""
+        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
+            getattr(self, name).fill_(getattr(p, name))
+
+
+def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """Penalize each distinct token in `history` (R,) long, -1 = empty slot) once, as llama.cpp does."""
+    valid = history >= 0
+    counts = torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(counts > 0, penalized, logits)
+
+
+def sample(
+    logits: torch.Tensor, t: SamplerTensors, history: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one token id (a (1,) long tensor) from logits (n_vocab,) fp32, without a host sync."""
+    logits = apply_repeat_penalty(logits.float(), history, t.repeat_penalty)
+    greedy = logits.argmax().reshape(1)
+
+    sorted_logits, order = logits.sort(descending=True)  # (n_vocab,)
+    ranks = torch.arange(sorted_logits.shape[0], device=logits.device)
+    keep = (ranks < t.top_k) | (t.top_k <= 0)
+    probs = torch.softmax(sorted_logits.masked_fill(~keep, float("-inf")), dim=0)
+    keep &= (probs.cumsum(0) - probs) < t.top_p  # the smallest prefix with mass >= top_p
+    keep &= probs >= t.min_p * probs[0]
+    # temperature last, on the survivors, as llama.cpp's default chain does
+    scaled = sorted_logits / t.temperature.clamp(min=1e-6)
+    final = torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=0)
+    noise = torch.empty_like(final).exponential_(generator=generator)
+    choice = (final / noise).argmax()  # an exponential race draws from `final`
+    return torch.where(t.temperature <= 0, greedy, order[choice].reshape(1))

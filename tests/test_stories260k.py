@@ -1,0 +1,23 @@
+"""A real trained model: greedy decoding from BOS must match llama.cpp's 200 token ids exactly."""
+
+import gguflm
+
+
+def test_greedy_200_tokens_match_llama_cpp(stories260k):
+    expected = [int(x) for x in (stories260k.parent / "stories260K.greedy200.ids").read_text().split()]
+    model = gguflm.load(stories260k, device="cpu")
+    assert model.config.n_layers == 5 and model.config.n_kv_heads == 4
+    assert model.generate([1], len(expected)) == expected
+
+
+def test_decode_extends_prefill_cache(stories260k):
+    """Logits from one prefill equal prefill of a prefix followed by decode steps."""
+    model = gguflm.load(stories260k, device="cpu")
+    ids = [1, 403, 407, 261, 378, 432, 383]
+    full = model.logits(ids)
+    cache = model.new_cache(32)
+    step = model.backend.prefill(ids[:3], cache)
+    assert (step - full[:3]).abs().max() < 1e-4
+    for i, t in enumerate(ids[3:], start=3):
+        assert (model.backend.decode(t, cache) - full[i]).abs().max() < 1e-4
+    assert cache.length == len(ids)
