@@ -87,27 +87,51 @@ class Transformer:
         return self.prefill(torch.as_tensor(token).reshape(1), cache)[0]
 
     @torch.inference_mode()
+    def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Graph-safe decode: token (1,) long and pos (1,) long on the device; returns logits (n_vocab,).
+
+        Reads and writes the cache at `pos` only through tensors and attends over the whole
+        (masked) cache, so shapes never change; the caller keeps `cache.length` up to date.
+        """
+        return self._run(token, pos, cache, cache.max_ctx)[0]
+
+    @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        cfg, w = self.cfg, self.weights
+        """Run tokens (T,) after the cache's contents; returns logits (T, n_vocab) fp32."""
         start, n = cache.length, tokens.shape[0]
         if start + n > cache.max_ctx:
             raise GGUFLMError(f"context is full: {start} + {n} tokens exceed the context size {cache.max_ctx}")
         if n == 0:
-            return torch.empty((0, cfg.n_vocab), device=self.device)
+            return torch.empty((0, self.cfg.n_vocab), device=self.device)
         positions = torch.arange(start, start + n, device=self.device)
+        logits = self._run(tokens, positions, cache, start + n)
+        cache.length = start + n
+        return logits
+
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, span: int) -> torch.Tensor:
+        """Tokens (T,) at `positions` (T,); attention reads cache entries [0, span) up to each position."""
+        cfg, w = self.cfg, self.weights
         angles = rope_angles(cfg, positions, w.rope_freqs)  # (T, rope_dim/2)
+        mask = torch.arange(span, device=self.device)[None, :] <= positions[:, None]  # (T, span)
         x = embed(w.tok_embd, tokens)  # (T, dim)
         for i, layer in enumerate(w.layers):
-            x = x + self._attention(i, layer, rmsnorm(x, layer.attn_norm, cfg.norm_eps), angles, cache, start)
+            h = rmsnorm(x, layer.attn_norm, cfg.norm_eps)
+            x = x + self._attention(i, layer, h, angles, positions, mask, cache)
             x = x + self._feed_forward(layer, rmsnorm(x, layer.ffn_norm, cfg.norm_eps))
-        cache.length = start + n
         return linear(rmsnorm(x, w.output_norm, cfg.norm_eps), w.output)  # (T, n_vocab)
 
     def _attention(
-        self, i: int, layer: LayerWeights, x: torch.Tensor, angles: torch.Tensor, cache: KVCache, start: int
+        self,
+        i: int,
+        layer: LayerWeights,
+        x: torch.Tensor,
+        angles: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache,
     ) -> torch.Tensor:
         cfg = self.cfg
-        n = x.shape[0]
+        n, span = x.shape[0], mask.shape[1]
         qkv = linear(x, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
         q, k, v = qkv.split((cfg.q_dim, cfg.kv_dim, cfg.kv_dim), dim=-1)
         q = q.view(n, cfg.n_heads, cfg.head_dim)
@@ -120,14 +144,12 @@ class Transformer:
         q = apply_rope(q, angles, cfg.rope_mode)
         k = apply_rope(k, angles, cfg.rope_mode)
 
-        end = start + n
-        cache.k[i, :, start:end] = k.transpose(0, 1).to(cache.k.dtype)  # (n_kv_heads, T, head_dim)
-        cache.v[i, :, start:end] = v.transpose(0, 1).to(cache.v.dtype)
+        # (n_kv_heads, T, head_dim) written at `positions` of this layer's (n_kv_heads, max_ctx, head_dim)
+        cache.k[i].index_copy_(1, positions, k.transpose(0, 1).to(cache.k.dtype))
+        cache.v[i].index_copy_(1, positions, v.transpose(0, 1).to(cache.v.dtype))
         group = cfg.n_heads // cfg.n_kv_heads
-        keys = cache.k[i, :, :end].float().repeat_interleave(group, dim=0)  # (n_heads, end, head_dim)
-        values = cache.v[i, :, :end].float().repeat_interleave(group, dim=0)
-        # query t (at position start + t) sees cache positions 0 .. start + t
-        mask = torch.arange(end, device=x.device)[None, :] <= (start + torch.arange(n, device=x.device))[:, None]
+        keys = cache.k[i, :, :span].float().repeat_interleave(group, dim=0)  # (n_heads, span, head_dim)
+        values = cache.v[i, :, :span].float().repeat_interleave(group, dim=0)
         out = F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=mask)  # (n_heads, T, hd)
         return linear(out.transpose(0, 1).reshape(n, cfg.q_dim), layer.wo)
 

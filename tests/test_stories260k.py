@@ -21,3 +21,20 @@ def test_decode_extends_prefill_cache(stories260k):
     for i, t in enumerate(ids[3:], start=3):
         assert (model.backend.decode(t, cache) - full[i]).abs().max() < 1e-4
     assert cache.length == len(ids)
+
+
+def test_graph_safe_decode_step_matches_decode(stories260k):
+    """decode_step (position as a tensor, whole masked cache) gives the logits decode gives."""
+    import torch
+
+    model = gguflm.load(stories260k, device="cpu")
+    ids = [1, 403, 407, 261, 378]
+    a, b = model.new_cache(16), model.new_cache(16)
+    model.backend.prefill(ids[:2], a)
+    model.backend.prefill(ids[:2], b)
+    for t in ids[2:]:
+        pos = torch.tensor([b.length])
+        stepped = model.backend.decode_step(torch.tensor([t]), pos, b)
+        b.length += 1
+        assert (stepped - model.backend.decode(t, a)).abs().max() < 1e-5
+    assert torch.allclose(a.k[:, :, : a.length], b.k[:, :, : b.length], atol=1e-5)

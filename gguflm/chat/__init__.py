@@ -1,0 +1,1 @@
+"""Chat-template machinery: the guarded jinja2 sandbox behind `gguflm.chat_template`."""
