@@ -1,0 +1,214 @@
+"""The engine: one model, one KV cache sized to the context, and the tokens that cache holds.
+
+`generate` streams text; `generate_ids` streams token ids. A new prompt reuses the longest
+common prefix already in the cache, so a chat turn prefills only what the template added.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+
+from gguflm.api import Model
+from gguflm.errors import GGUFLMError
+from gguflm.generate import make_generator
+from gguflm.sampling import SamplerTensors, SamplingParams, sample
+
+PREFILL_CHUNK = 512  # tokens per prefill call: bounds activation memory for long prompts
+CPU_DEFAULT_CTX = 4096  # the CPU cache is fp32; a model's full training context rarely fits
+
+
+@dataclass
+class TurnStats:
+    """Numbers for the last generate call."""
+
+    prompt_tokens: int = 0  # the whole prompt
+    prefilled_tokens: int = 0  # the part not already in the cache
+    prefill_seconds: float = 0.0
+    generated_tokens: int = 0
+    decode_seconds: float = 0.0
+    finish_reason: str = ""  # eog, length, stop, context, interrupted
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prefilled_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return (self.generated_tokens - 1) / self.decode_seconds if self.decode_seconds else 0.0
+
+
+@dataclass
+class EngineStats:
+    total_prefilled: int = 0
+    total_generated: int = 0
+    last: TurnStats = field(default_factory=TurnStats)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def choose_context(model: Model, requested: int | None) -> tuple[int, str]:
+    """The context size to allocate and a message saying why, when it differs from what was asked."""
+    cfg = model.config
+    if requested is not None:
+        if requested <= 0:
+            raise GGUFLMError(f"context size must be positive, not {requested}")
+        return requested, ""
+    ctx = cfg.n_ctx_train
+    if model.device.type == "cpu":
+        if ctx > CPU_DEFAULT_CTX:
+            return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
+        return ctx, ""
+    free, _ = torch.cuda.mem_get_info(model.device)
+    per_token = 2 * cfg.n_layers * cfg.kv_dim * 2  # fp16 K and V
+    fits = int(free * 0.9) // per_token
+    if fits < ctx:
+        fits = max(256, fits // 256 * 256)
+        return fits, f"context capped at {fits} tokens by free GPU memory (model trained for {ctx}; use --ctx)"
+    return ctx, ""
+
+
+class Engine:
+    """Generation over one persistent KV cache; safe to interrupt between and inside steps."""
+
+    def __init__(self, model: Model, ctx: int | None = None):
+        self.model = model
+        self.backend = model.backend
+        self.ctx, self.context_message = choose_context(model, ctx)
+        self.cache = self.backend.new_cache(self.ctx)
+        self.tokens: list[int] = []  # exactly what the cache holds: cache.length == len(self.tokens)
+        self.stats = EngineStats()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset(self) -> None:
+        """Forget the conversation (the cache memory is kept)."""
+        self.tokens = []
+        self.cache.length = 0
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first n cached tokens."""
+        n = min(n, len(self.tokens))
+        self.tokens = self.tokens[:n]
+        self.cache.length = n
+
+    # ------------------------------------------------------------------ steps (graph hooks)
+
+    def _prefill(self, tokens: list[int]) -> torch.Tensor:
+        """Append tokens to the cache in chunks; returns the last position's logits (n_vocab,)."""
+        logits = None
+        for start in range(0, len(tokens), PREFILL_CHUNK):
+            chunk = tokens[start : start + PREFILL_CHUNK]
+            logits = self.backend.prefill(chunk, self.cache)[-1]
+            self.tokens.extend(chunk)
+        return logits
+
+    def _decode(self, token: int) -> torch.Tensor:
+        logits = self.backend.decode(token, self.cache)
+        self.tokens.append(token)
+        return logits
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_ids(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        sampling: SamplingParams | None = None,
+        stop_ids: Iterable[int] | None = None,
+    ) -> Iterator[int]:
+        """Yield sampled ids after `prompt` (which may extend what the cache holds); stop ids are yielded."""
+        sampling = sampling or SamplingParams()
+        stop = frozenset(self.model.tokenizer.eog_ids if stop_ids is None else stop_ids)
+        if not prompt:
+            raise GGUFLMError("the prompt is empty: at least one token is needed")
+        if len(prompt) >= self.ctx:
+            raise GGUFLMError(f"the prompt has {len(prompt)} tokens but the context holds {self.ctx} (use --ctx)")
+        turn = self.stats.last = TurnStats(prompt_tokens=len(prompt))
+        reuse = min(common_prefix(self.tokens, prompt), len(prompt) - 1)  # at least one token gives logits
+        self.truncate(reuse)
+
+        started = time.perf_counter()
+        logits = self._prefill(prompt[reuse:])
+        self._sync()
+        turn.prefilled_tokens = len(prompt) - reuse
+        turn.prefill_seconds = time.perf_counter() - started
+        self.stats.total_prefilled += turn.prefilled_tokens
+
+        tensors = SamplerTensors.from_params(sampling, self.device)
+        gen = make_generator(sampling.seed, self.device)
+        n_recent = sampling.repeat_last_n
+        turn.finish_reason = "interrupted"  # until the loop says otherwise
+        decode_started = time.perf_counter()
+        for step in range(max_new_tokens):
+            if step:
+                if len(self.tokens) >= self.ctx:
+                    turn.finish_reason = "context"
+                    return
+                logits = self._decode(token)
+            if sampling.greedy and sampling.repeat_penalty == 1.0:
+                token = int(logits.argmax())
+            else:
+                recent = self.tokens[-n_recent:] if n_recent else []
+                history = torch.tensor(recent or [-1], dtype=torch.long, device=self.device)
+                token = int(sample(logits, tensors, history, gen))
+            if step == 0:
+                decode_started = time.perf_counter()
+            turn.generated_tokens += 1
+            self.stats.total_generated += 1
+            turn.decode_seconds = time.perf_counter() - decode_started
+            if token in stop:
+                turn.finish_reason = "eog"
+                yield token
+                return
+            yield token
+        turn.finish_reason = "length"
+
+    def generate(
+        self,
+        prompt: str | list[int],
+        max_new_tokens: int = 256,
+        sampling: SamplingParams | None = None,
+        stop_strings: Iterable[str] = (),
+        add_special: bool = True,
+        parse_special: bool = True,
+    ) -> Iterator[str]:
+        """Stream text pieces of the continuation; end-of-generation tokens are not printed."""
+        tok = self.model.tokenizer
+        ids = tok.encode(prompt, add_special=add_special, parse_special=parse_special) if isinstance(prompt, str) else prompt
+        # generation from BOS alone drops the first piece's leading space, as llama.cpp prints it
+        stream = tok.stream(continuation=any(not tok.is_special(t) for t in ids))
+        stops = [s for s in stop_strings if s]
+        held = ""
+        for token in self.generate_ids(ids, max_new_tokens, sampling):
+            if token in tok.eog_ids:
+                break
+            held += stream.feed(token)
+            if stops:
+                hit = min((held.find(s) for s in stops if s in held), default=-1)
+                if hit >= 0:
+                    self.stats.last.finish_reason = "stop"
+                    yield held[:hit]
+                    return
+                keep = max((k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])), default=0)
+                out, held = held[: len(held) - keep], held[len(held) - keep :]
+            else:
+                out, held = held, ""
+            if out:
+                yield out
+        yield held + stream.flush()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
