@@ -42,7 +42,8 @@ def describe(gf: GGUFFile) -> list[tuple[str, str]]:
             ("tied embeddings", "yes" if "output.weight" not in gf.tensors else "no"),
         ]
     types = Counter(gguf.GGMLQuantizationType(int(t.tensor_type)).name for t in gf.tensors.values())
-    rows.append(("tensors", f"{len(gf.tensors)}: " + ", ".join(f"{k} {v}" for k, v in sorted(types.items()))))
+    by_type = ", ".join(f"{k} {v}" for k, v in sorted(types.items()))
+    rows.append(("tensors", f"{len(gf.tensors)}: {by_type}" if gf.tensors else "none (vocabulary only)"))
     tokens = gf.get(gguf.Keys.Tokenizer.LIST, [], list)
     kind = gf.get(gguf.Keys.Tokenizer.MODEL, "none", str)
     pre = gf.get(gguf.Keys.Tokenizer.PRE, None, str)
