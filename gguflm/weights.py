@@ -12,7 +12,7 @@ import torch
 
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
-from gguflm.gguf_file import GGUFFile
+from gguflm.gguf_file import GGUFFile, TensorInfo
 from gguflm.quants import Q8_0, QuantWeight
 
 Weight = Union[torch.Tensor, QuantWeight]  # a dense (N, K) matrix or a Q8_0 one
@@ -79,7 +79,7 @@ class WeightLoader:
         self.device = device
         self.progress = progress
 
-    def _tensor(self, name: str, shape: tuple[int, ...]) -> tuple[gguf.ReaderTensor, torch.Tensor]:
+    def _tensor(self, name: str, shape: tuple[int, ...]) -> tuple[TensorInfo, torch.Tensor]:
         """The file tensor `name` as a host torch view of its bytes, checked to be `shape` (torch order)."""
         t = self.gf.tensor(name)
         try:
@@ -92,7 +92,7 @@ class WeightLoader:
                 f"tensor '{name}' has type {type_name}, which is not supported "
                 f"(supported: {', '.join(SUPPORTED_TYPES)})"
             )
-        file_shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+        file_shape = tuple(int(x) for x in reversed(t.shape))
         if file_shape != shape:
             raise GGUFLMError(f"tensor '{name}' has shape {list(file_shape)} but the metadata implies {list(shape)}")
         if qtype == QT.Q8_0 and shape[-1] % Q8_0.block_size:
