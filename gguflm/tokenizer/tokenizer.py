@@ -1,0 +1,203 @@
+"""`Tokenizer`: text <-> token ids from a GGUF file's tokenizer.ggml.* metadata, matching llama.cpp."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from gguflm.errors import GGUFLMError
+from gguflm.gguf_file import GGUFFile, open_gguf
+from gguflm.tokenizer.bpe import BpeEncoder, decode_byte_chars
+from gguflm.tokenizer.pretokenize import default_add_bos, pre_tokenizer_for
+from gguflm.tokenizer.spm import SPACE, SpmEncoder
+from gguflm.tokenizer.stream import StreamDecoder
+from gguflm.tokenizer.vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, K, Vocab, load_vocab
+
+_HIDDEN = UNKNOWN | CONTROL  # not printed unless special tokens are asked for
+
+
+class Tokenizer:
+    """Encodes and decodes like llama.cpp's llama_tokenize / llama_detokenize for `llama` and `gpt2` vocabs."""
+
+    def __init__(self, vocab: Vocab):
+        self.vocab = vocab
+        self._pre = None if vocab.model == "llama" else pre_tokenizer_for(vocab.pre)
+        self._encoder: SpmEncoder | BpeEncoder | None = None  # built on first encode: decoding never needs it
+        self._pieces: dict[int, bytes] = {}  # per instance: decoded text of each token seen so far
+
+    def _get_encoder(self) -> SpmEncoder | BpeEncoder:
+        if self._encoder is None:
+            self._encoder = SpmEncoder(self.vocab) if self._pre is None else BpeEncoder(self.vocab, self._pre)
+        return self._encoder
+
+    @classmethod
+    def from_gguf(cls, gf: GGUFFile) -> Tokenizer:
+        """Build from an opened GGUF file (a vocab-only file is enough)."""
+        return cls._from_metadata(gf.metadata, gf.path.name)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Tokenizer:
+        """Build from a GGUF path (a vocab-only file is enough)."""
+        return cls.from_gguf(open_gguf(path))
+
+    @classmethod
+    def _from_metadata(cls, md: dict[str, Any], name: str) -> Tokenizer:
+        if md.get(K.MODEL) == "gpt2":
+            defaults = (default_add_bos(md.get(K.PRE) or "default"), False)
+        else:
+            defaults = (True, True)  # SentencePiece: BOS and a leading space by default
+        try:
+            return cls(load_vocab(md, defaults))
+        except GGUFLMError as e:
+            raise GGUFLMError(f"{name}: {e}") from None
+
+    # ---- properties -------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.vocab.model
+
+    @property
+    def pre(self) -> str:
+        return self.vocab.pre
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.vocab.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.vocab.eos_id
+
+    @property
+    def eog_ids(self) -> frozenset[int]:
+        return self.vocab.eog_ids
+
+    @property
+    def add_bos(self) -> bool:
+        return self.vocab.add_bos
+
+    def is_special(self, token_id: int) -> bool:
+        """Control, unknown or user-defined: matched as a whole by parse_special."""
+        return bool(self.vocab.attrs[self._check(token_id)] & (CONTROL | UNKNOWN | USER_DEFINED))
+
+    def is_eog(self, token_id: int) -> bool:
+        return token_id in self.vocab.eog_ids
+
+    def token_text(self, token_id: int) -> str:
+        """The token's stored text (e.g. "▁Hello", "ĠHello", "<0x0A>")."""
+        return self.vocab.texts[self._check(token_id)]
+
+    def token_id(self, text: str) -> int | None:
+        """The id of the token whose stored text is exactly `text`, if any."""
+        return self.vocab.token_to_id.get(text)
+
+    # ---- encode -----------------------------------------------------------------------------
+
+    def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids for text; add_special adds BOS/EOS as the model asks, parse_special matches control tokens."""
+        v = self.vocab
+        out: list[int] = []
+        if add_special and v.add_bos:
+            out.append(v.bos_id)
+        encoder = self._get_encoder()
+        spm = v.model == "llama"
+        prev_special = True  # SPM: a leading space goes before the text and after each special token
+        for frag in self._partition(text, parse_special):
+            if isinstance(frag, int):
+                out.append(frag)
+                prev_special = True
+            elif spm:
+                if v.add_space_prefix and prev_special:
+                    frag = " " + frag
+                out.extend(encoder.encode(frag.replace(" ", SPACE)))
+                prev_special = False
+            else:
+                out.extend(encoder.encode(frag))
+        if add_special and v.add_eos:
+            out.append(v.eos_id)
+        return out
+
+    def _partition(self, text: str, parse_special: bool) -> list[str | int]:
+        """Split out special tokens, longest first (llama.cpp's tokenizer_st_partition)."""
+        frags: list[str | int] = [text] if text else []
+        v = self.vocab
+        for tid in v.special_cache:
+            if not parse_special and v.attrs[tid] & _HIDDEN:
+                continue  # user-defined tokens are always matched; control ones only when asked
+            tok = v.texts[tid]
+            if not any(isinstance(f, str) and tok in f for f in frags):
+                continue
+            split: list[str | int] = []
+            for f in frags:
+                if isinstance(f, int) or tok not in f:
+                    split.append(f)
+                    continue
+                parts = f.split(tok)
+                for j, part in enumerate(parts):
+                    if j:
+                        split.append(tid)
+                    if part:
+                        split.append(part)
+            frags = split
+        return frags
+
+    # ---- decode -----------------------------------------------------------------------------
+
+    def token_bytes(self, token_id: int, special: bool = True) -> bytes:
+        """The bytes a token stands for (llama.cpp's token_to_piece); hidden tokens are b"" unless special."""
+        attr = self.vocab.attrs[self._check(token_id)]
+        if not special and attr & _HIDDEN:
+            return b""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self._piece(token_id, attr)
+        return piece
+
+    def _piece(self, token_id: int, attr: int) -> bytes:
+        text = self.vocab.texts[token_id]
+        if attr & (_HIDDEN | USER_DEFINED):
+            return text.encode()
+        if attr & NORMAL:
+            if self.vocab.model == "llama":
+                return text.replace(SPACE, " ").encode()
+            return decode_byte_chars(text)
+        if attr & BYTE:
+            if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+                try:
+                    return bytes([int(text[3:5], 16)])
+                except ValueError:
+                    pass  # not hex after all: print the text as it is
+            return text.encode()
+        return b""  # unused and undefined tokens print nothing
+
+    def token_to_piece(self, token_id: int) -> str:
+        """The token's text as llama-tokenize prints it (special tokens shown, partial UTF-8 replaced)."""
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
+        """Text for ids (llama_detokenize); SPM drops the leading space of the first text token (after BOS)."""
+        stream = self.stream(skip_special=skip_special)
+        return "".join(stream.feed(t) for t in ids) + stream.flush()
+
+    def stream(self, skip_special: bool = True, continuation: bool = False) -> StreamDecoder:
+        """An incremental decoder; continuation=True for ids that follow already printed ones (no space dropped)."""
+        return StreamDecoder(self, skip_special=skip_special, continuation=continuation)
+
+    @property
+    def strips_leading_space(self) -> bool:
+        """True when decode drops the leading space of the first piece (SPM's add_space_prefix)."""
+        return self.vocab.add_space_prefix
+
+    def _check(self, token_id: int) -> int:
+        if not 0 <= token_id < self.vocab.size:
+            raise GGUFLMError(f"token id {token_id} is out of range (vocabulary of {self.vocab.size})")
+        return token_id
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, pre={self.pre!r}, vocab_size={self.vocab_size})"
