@@ -1,0 +1,139 @@
+"""Decide, before reading any weight data, every output tensor's name, shape and GGML type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import torch
+from gguf import GGMLQuantizationType as Q
+from gguf import LlamaFileType as FT
+
+from gguflm.convert import arch as A
+from gguflm.convert.checkpoint import TensorSource, list_tensors, read_config
+from gguflm.errors import GGUFLMError
+
+OUTTYPES: dict[str, tuple[FT, Q]] = {
+    "f32": (FT.ALL_F32, Q.F32),
+    "f16": (FT.MOSTLY_F16, Q.F16),
+    "bf16": (FT.MOSTLY_BF16, Q.BF16),
+    "q8_0": (FT.MOSTLY_Q8_0, Q.Q8_0),
+}
+# Order within a block, so sharded and single-file checkpoints give byte-identical files.
+_BLOCK_ORDER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_q_norm", "attn_k_norm", "attn_output",
+                "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One output tensor: `shape` is torch order (rows, row_length); `heads` set means permute Q/K rows."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: Q
+    source: TensorSource | None = None
+    heads: int | None = None
+    generated: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n // block * size
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """Everything `convert_checkpoint` writes, resolved up front (also what `--dry-run` prints)."""
+
+    hf_dir: Path
+    config: dict
+    rules: A.ArchRules
+    outtype: str  # resolved: never "auto"
+    file_type: FT
+    tensors: tuple[PlannedTensor, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(torch.Size(t.shape).numel()) for t in self.tensors)
+
+
+def resolve_outtype(outtype: str, sources: list[TensorSource]) -> str:
+    """`auto` becomes the first 2-D weight's 16-bit type (bf16 or f16), else f16, as llama.cpp does."""
+    if outtype != "auto":
+        if outtype not in OUTTYPES:
+            raise GGUFLMError(f"unknown outtype {outtype!r}; choose from {', '.join(OUTTYPES)}, auto.")
+        return outtype
+    for s in sources:
+        if len(s.shape) >= 2:
+            return "bf16" if s.dtype == torch.bfloat16 else "f16"
+    return "f16"
+
+
+def tensor_type(name: str, shape: tuple[int, ...], default: Q) -> Q:
+    """llama.cpp's rule: 1-D, norms and non-weights stay F32; Q8_0 rows not a multiple of 32 fall back to F16."""
+    if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
+        return Q.F32
+    block, _ = gguf.GGML_QUANT_SIZES[default]
+    if shape[-1] % block != 0:
+        return Q.F16
+    return default
+
+
+def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False) -> ConversionPlan:
+    """Read config and tensor headers of `hf_dir` and decide every output tensor."""
+    hf_dir = Path(hf_dir)
+    config = read_config(hf_dir)
+    rules = A.rules_for(config)
+    A.check_config(config)
+    sources = [] if vocab_only else list_tensors(hf_dir)
+    outtype = resolve_outtype(outtype, sources)
+    file_type, default = OUTTYPES[outtype]
+    if vocab_only:
+        return ConversionPlan(hf_dir, config, rules, outtype, file_type, ())
+    n_layers = config["num_hidden_layers"]
+    tied = bool(config.get("tie_word_embeddings", False))
+    planned: list[PlannedTensor] = []
+    if (factors := A.llama3_rope_factors(config)) is not None:
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        planned.append(PlannedTensor(name, tuple(factors.shape), Q.F32, generated=factors))
+    for src in sources:
+        name = A.gguf_name(rules, n_layers, src.name)
+        if name is None or (tied and name == "output.weight"):  # tied heads reuse token_embd
+            continue
+        heads = A.qk_heads(config, name) if rules.permute_qk else None
+        planned.append(PlannedTensor(name, src.shape, tensor_type(name, src.shape, default), src, heads))
+    _check_complete(planned, config)
+    planned.sort(key=_order)
+    return ConversionPlan(hf_dir, config, rules, outtype, file_type, tuple(planned))
+
+
+def _check_complete(planned: list[PlannedTensor], config: dict) -> None:
+    names = {t.name for t in planned}
+    if len(names) != len(planned):
+        raise GGUFLMError("the checkpoint maps two tensors to the same GGUF name.")
+    # output.weight may be absent even untied: llama.cpp then reuses token_embd, and so do loaders.
+    needed = ["token_embd.weight", "output_norm.weight"]
+    for i in range(config["num_hidden_layers"]):
+        needed += [f"blk.{i}.{k}.weight" for k in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+    missing = [n for n in needed if n not in names]
+    if missing:
+        raise GGUFLMError(f"the checkpoint lacks {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}.")
+
+
+def _order(t: PlannedTensor) -> tuple:
+    parts = t.name.split(".")
+    if parts[0] == "blk":
+        kind = parts[2]
+        rank = _BLOCK_ORDER.index(kind) if kind in _BLOCK_ORDER else len(_BLOCK_ORDER)
+        return (2, int(parts[1]), rank, t.name)
+    top = {"rope_freqs": 0, "token_embd": 1, "output_norm": 3, "output": 4}
+    return (top.get(parts[0], 5), 0, 0, t.name)

@@ -1,0 +1,193 @@
+"""Tokenizer export: SentencePiece (`llama`) or byte-level BPE (`gpt2`) into tokenizer.ggml.* keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import gguf
+from gguf import TokenType as T
+
+from gguflm.convert.checkpoint import read_json
+from gguflm.errors import GGUFLMError
+
+log = logging.getLogger(__name__)
+
+# Pre-tokenizer pipelines as tokenizer.json spells them, keyed to the name llama.cpp uses. llama.cpp
+# hashes the ids of a check text instead; matching the whole pipeline identifies the same behaviour
+# for the families gguflm converts, locally trained tokenizers included, and nothing else.
+_LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+                 r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+KNOWN_PRE: dict[str, tuple] = {
+    "llama-bpe": (("Split", _LLAMA3_REGEX, "isolated", False), ("ByteLevel", False)),
+    "qwen2": (("Split", _QWEN2_REGEX, "isolated", False), ("ByteLevel", False)),
+    "tekken": (("Split", _TEKKEN_REGEX, "isolated", False), ("ByteLevel", False)),
+    "gpt-2": (("ByteLevel", True),),
+    "smollm": (("Digits", True), ("ByteLevel", True)),
+}
+
+
+def has_tokenizer(hf_dir: Path) -> bool:
+    """Whether `hf_dir` holds a tokenizer the converter can export."""
+    return (hf_dir / "tokenizer.model").is_file() or (hf_dir / "tokenizer.json").is_file()
+
+
+def write_vocab(w: gguf.GGUFWriter, hf_dir: Path, config: dict, *, llama_arch: bool, pre: str | None = None) -> None:
+    """Add tokenizer.ggml.* keys (tokens, types, scores or merges, special ids, chat template) to `w`."""
+    vocab_size = config.get("vocab_size")
+    if (hf_dir / "tokenizer.model").is_file():
+        tokens, scores, types = _spm_vocab(hf_dir, vocab_size)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        bpe = False
+    elif (hf_dir / "tokenizer.json").is_file():
+        tokens, types, spec = _bpe_vocab(hf_dir, vocab_size)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre or detect_pre(spec))
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        bpe = True
+    else:
+        raise GGUFLMError(f"{hf_dir} has no tokenizer.model or tokenizer.json to export.")
+    if llama_arch and (hf_dir / "tokenizer_config.json").is_file():
+        add_prefix = read_json(hf_dir / "tokenizer_config.json").get("add_prefix_space")
+        if add_prefix is not None:
+            w.add_add_space_prefix(add_prefix)
+    special = gguf.SpecialVocab(hf_dir, load_merges=bpe, n_vocab=len(tokens))
+    if "eos" not in special.special_token_ids and (hf_dir / "generation_config.json").is_file():
+        eos = read_json(hf_dir / "generation_config.json").get("eos_token_id")
+        special._set_special_token("eos", eos[0] if isinstance(eos, list) and eos else eos)
+    special.add_to_gguf(w, quiet=True)
+
+
+def looks_special(text: str) -> bool:
+    """Added tokens some models forget to flag as special (llama.cpp's heuristic)."""
+    return (text in ("<pad>", "<mask>") or (text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<unused") and text.endswith(">")))
+
+
+# ---- SentencePiece ----
+
+def _spm_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[bytes], list[float], list[int]]:
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    try:
+        sp.LoadFromFile(str(hf_dir / "tokenizer.model"))
+    except (OSError, RuntimeError) as e:
+        raise GGUFLMError(f"cannot read {hf_dir / 'tokenizer.model'}: {e}") from None
+    n = vocab_size or sp.vocab_size()
+    tokens = [f"[PAD{i}]".encode() for i in range(n)]
+    scores, types = [-10000.0] * n, [T.UNUSED] * n
+    for i in range(min(n, sp.vocab_size())):
+        kind = T.NORMAL
+        if sp.IsUnknown(i):
+            kind = T.UNKNOWN
+        elif sp.IsControl(i):
+            kind = T.CONTROL
+        elif sp.IsUnused(i):
+            kind = T.UNUSED
+        elif sp.IsByte(i):
+            kind = T.BYTE
+        tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode("utf-8"), sp.GetScore(i), kind
+    added = _added_tokens(hf_dir)
+    # tokenizer.json's added tokens only extend the SentencePiece vocabulary (chat tokens appended
+    # by a fine-tune); its entries for <s>, </s>, <unk> must not override their SentencePiece types.
+    added += [t for t in _tokenizer_json_added(hf_dir) if t[0] >= sp.vocab_size()]
+    for token_id, text, special in added:
+        if token_id >= n:
+            log.warning("ignoring added token %r: id %d is past the vocabulary", text, token_id)
+            continue
+        if special or looks_special(text):
+            types[token_id] = T.CONTROL
+        else:
+            text, types[token_id] = text.replace("\u2581", " "), T.USER_DEFINED
+        tokens[token_id], scores[token_id] = text.encode("utf-8"), -1000.0
+    return tokens, scores, types
+
+
+def _added_tokens(hf_dir: Path) -> list[tuple[int, str, bool]]:
+    """(id, text, special) from added_tokens.json and tokenizer_config.json's added_tokens_decoder."""
+    out = []
+    if (hf_dir / "added_tokens.json").is_file():
+        out += [(int(i), text, False) for text, i in read_json(hf_dir / "added_tokens.json").items()]
+    if (hf_dir / "tokenizer_config.json").is_file():
+        decoder = read_json(hf_dir / "tokenizer_config.json").get("added_tokens_decoder", {})
+        out += [(int(i), d["content"], bool(d.get("special"))) for i, d in decoder.items()]
+    return out
+
+
+def _tokenizer_json_added(hf_dir: Path) -> list[tuple[int, str, bool]]:
+    if not (hf_dir / "tokenizer.json").is_file():
+        return []
+    spec = read_json(hf_dir / "tokenizer.json")
+    return [(int(a["id"]), a["content"], bool(a.get("special"))) for a in spec.get("added_tokens", [])]
+
+
+# ---- byte-level BPE ----
+
+def _bpe_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[str], list[int], dict]:
+    spec = read_json(hf_dir / "tokenizer.json")
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or not _is_byte_level(spec):
+        raise GGUFLMError("tokenizer.json is not a byte-level BPE tokenizer (and there is no tokenizer.model).")
+    vocab: dict[str, int] = dict(model.get("vocab") or {})
+    added = {a["content"]: a for a in spec.get("added_tokens", [])}
+    vocab.update({text: a["id"] for text, a in added.items()})
+    n = vocab_size or (max(vocab.values()) + 1)
+    if max(vocab.values()) >= n:
+        raise GGUFLMError(f"tokenizer.json has token ids beyond config.json's vocab_size {n}.")
+    by_id = {i: text for text, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(n):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(T.UNUSED)
+            continue
+        if text in added:
+            types.append(T.CONTROL if added[text].get("special") or looks_special(text) else T.USER_DEFINED)
+        else:
+            types.append(T.NORMAL)
+        tokens.append(text)
+    return tokens, types, spec
+
+
+def _is_byte_level(spec: dict) -> bool:
+    return any(p.get("type") == "ByteLevel" for p in _pretokenizers(spec))
+
+
+def _pretokenizers(spec: dict) -> list[dict]:
+    pre = spec.get("pre_tokenizer") or {}
+    return list(pre.get("pretokenizers") or []) if pre.get("type") == "Sequence" else [pre]
+
+
+def detect_pre(spec: dict) -> str:
+    """The llama.cpp `tokenizer.ggml.pre` name for this tokenizer.json's pre-tokenizer, or a GGUFLMError."""
+    signature = tuple(_step_signature(p) for p in _pretokenizers(spec))
+    for name, known in KNOWN_PRE.items():
+        if signature == known:
+            return name
+    raise GGUFLMError("the BPE pre-tokenizer in tokenizer.json is not one gguflm recognises; "
+                      f"if you know its llama.cpp name, pass --pre NAME (known: {', '.join(KNOWN_PRE)}).")
+
+
+def _step_signature(step: dict) -> tuple:
+    kind = step.get("type")
+    if kind == "Split":
+        pattern = step.get("pattern") or {}
+        return (kind, pattern.get("Regex"), str(step.get("behavior", "")).lower(), bool(step.get("invert")))
+    if kind == "ByteLevel":
+        return (kind, bool(step.get("use_regex", True)))
+    if kind == "Digits":
+        return (kind, bool(step.get("individual_digits")))
+    return (kind, json.dumps(step, sort_keys=True))  # anything else never matches a known pipeline

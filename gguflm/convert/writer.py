@@ -1,0 +1,111 @@
+"""`convert_checkpoint`: write a plan to a GGUF file, streaming one tensor at a time, atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from gguflm.convert import arch as A
+from gguflm.convert.encode import encode_chunks
+from gguflm.convert.plan import ConversionPlan, make_plan
+from gguflm.convert.vocab import has_tokenizer, write_vocab
+from gguflm.errors import GGUFLMError
+
+log = logging.getLogger(__name__)
+
+
+def default_output(hf_dir: Path, outtype: str, vocab_only: bool = False) -> Path:
+    """`<dir-name>-<OUTTYPE>.gguf` (or `-vocab.gguf`) in the current directory, like llama.cpp's naming."""
+    suffix = "vocab" if vocab_only else outtype.upper()
+    return Path.cwd() / f"{Path(hf_dir).resolve().name}-{suffix}.gguf"
+
+
+def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | None = None) -> gguf.GGUFWriter:
+    """A GGUFWriter (not yet bound to a file) holding all metadata and tensor infos of `plan`."""
+    w = gguf.GGUFWriter(path=None, arch=A.arch_name(plan.rules))
+    w.add_type(gguf.GGUFType.MODEL)
+    meta = gguf.Metadata.load(None, plan.hf_dir, None, plan.n_params)
+    if meta.name is None:
+        meta.name = plan.hf_dir.resolve().name
+    if meta.size_label is None and plan.n_params > 0:
+        meta.size_label = gguf.size_label(plan.n_params, plan.n_params, 0, 0)
+    meta.set_gguf_meta_model(w)
+    A.write_hparams(w, plan.config, plan.rules)
+    w.add_file_type(plan.file_type)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if has_tokenizer(plan.hf_dir):
+        write_vocab(w, plan.hf_dir, plan.config, llama_arch=plan.rules.llama_keys, pre=pre)
+    elif vocab_only:
+        raise GGUFLMError(f"--vocab-only needs a tokenizer, and {plan.hf_dir} has none.")
+    else:
+        log.warning("%s has no tokenizer files; writing a GGUF without a vocabulary", plan.hf_dir)
+    for t in plan.tensors:
+        # A float32 dtype with raw_dtype set makes the writer keep the logical shape as given.
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
+    return w
+
+
+def convert_checkpoint(hf_dir: Path, out_path: Path, outtype: str = "f32", *, vocab_only: bool = False,
+                       dry_run: bool = False, progress: bool = False, pre: str | None = None) -> Path:
+    """Convert the Hugging Face checkpoint in `hf_dir` to GGUF at `out_path` and return that path.
+
+    Tensors stream in row chunks (peak memory is a chunk, or one Q/K matrix), and the file
+    appears under `out_path` only once complete: an error or Ctrl-C leaves nothing behind.
+    """
+    plan = make_plan(Path(hf_dir), outtype, vocab_only=vocab_only)
+    w = build_writer(plan, vocab_only=vocab_only, pre=pre)
+    out_path = Path(out_path)
+    if dry_run:
+        return out_path
+    if out_path.is_dir():
+        raise GGUFLMError(f"output path {out_path} is a directory.")
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    try:
+        w.write_header_to_file(path=tmp)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        _write_data(w, plan, progress)
+        w.close()
+        os.replace(tmp, out_path)
+    except OSError as e:
+        raise GGUFLMError(f"cannot write {out_path}: {e.strerror or e}") from None
+    finally:
+        # Reached with the temp file still present only on failure or Ctrl-C.
+        w.close()
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def _write_data(w: gguf.GGUFWriter, plan: ConversionPlan, progress: bool) -> None:
+    f = w.fout[0]
+    bar = _progress_bar(plan) if progress else None
+    try:
+        for i, t in enumerate(plan.tensors):
+            if bar is not None:
+                bar.set_postfix_str(f"tensor {i + 1}/{len(plan.tensors)} {t.name}", refresh=False)
+            w.write_padding(f, f.tell())
+            written = 0
+            for chunk in encode_chunks(t):
+                f.write(memoryview(chunk).cast("B"))
+                written += chunk.nbytes
+                if bar is not None:
+                    bar.update(chunk.nbytes)
+            if written != t.nbytes:
+                raise GGUFLMError(f"tensor {t.name} encoded to {written} bytes, expected {t.nbytes}.")
+        w.write_padding(f, f.tell())
+        f.flush()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(plan: ConversionPlan):
+    from tqdm import tqdm
+
+    return tqdm(total=plan.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                desc=f"converting ({len(plan.tensors)} tensors)", dynamic_ncols=True)
