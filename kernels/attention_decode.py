@@ -1,0 +1,156 @@
+"""Decode attention (one query token) over the KV cache: GQA-aware flash-decoding.
+
+Pass 1: grid (n_kv, NUM_SPLITS); program (g, s) attends all q heads of kv head g over the s-th
+slice of the valid length. Pass 2 merges the slices with their log-sum-exp weights.
+The grid depends only on (n_kv, max_ctx), never on the valid length, so a CUDA graph replays it.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import dot_dtype, num_sms
+
+# ---------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _attn_split_kernel(q_ptr, kc_ptr, vc_ptr, pos_ptr, acc_ptr, ml_ptr, qk_scale, n_head,
+                       max_ctx, s_q, s_k0, s_k1, s_v0, s_v1,
+                       GROUP: tl.constexpr, HD: tl.constexpr, BLOCK_G: tl.constexpr,
+                       BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                       DOT_TY: tl.constexpr, PREC: tl.constexpr):
+    """q (n_head, HD); caches (n_kv, max_ctx, HD); valid length L = min(pos[0] + 1, max_ctx).
+
+    Slice s covers [s*C, min((s+1)*C, L)) with C = cdiv(cdiv(L, NUM_SPLITS), BLOCK_T) * BLOCK_T.
+    Writes acc[s, h, :] = sum_t exp2(x_t - m) v_t and ml[s, h] = (m, l = sum_t exp2(x_t - m)) with
+    x_t = (q_h . k_t) * scale * log2(e), q and p cast to DOT_TY (the cache dtype) for tl.dot
+    (PREC "ieee" for fp32 caches: no tf32 rounding);
+    an empty slice writes the neutral (-inf, 0, 0).
+    """
+    g = tl.program_id(0)
+    s = tl.program_id(1)
+    L = tl.minimum(tl.load(pos_ptr) + 1, max_ctx)
+    chunk = tl.cdiv(tl.cdiv(L, NUM_SPLITS), BLOCK_T) * BLOCK_T
+    t_lo = s * chunk
+    t_hi = tl.minimum(L, t_lo + chunk)
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_t = tl.arange(0, BLOCK_T)
+    heads = g * GROUP + offs_g
+    gmask = offs_g < GROUP
+    dmask = offs_d < HD
+    q = tl.load(q_ptr + heads[:, None] * s_q + offs_d[None, :],
+                mask=gmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+    q = (q * qk_scale).to(DOT_TY)                                   # (BLOCK_G, BLOCK_D)
+    m_i = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_G,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_G, BLOCK_D), dtype=tl.float32)
+    k_base = kc_ptr + g.to(tl.int64) * s_k0
+    v_base = vc_ptr + g.to(tl.int64) * s_v0
+    for t in range(t_lo, t_hi, BLOCK_T):
+        tt = t + offs_t
+        tmask = tt < t_hi
+        kv_mask = tmask[:, None] & dmask[None, :]
+        k = tl.load(k_base + tt[:, None].to(tl.int64) * s_k1 + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + tt[:, None].to(tl.int64) * s_v1 + offs_d[None, :], mask=kv_mask, other=0.0)
+        x = tl.dot(q, tl.trans(k.to(DOT_TY)), input_precision=PREC)  # (BLOCK_G, BLOCK_T) fp32
+        x = tl.where(tmask[None, :], x, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(x, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(x - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(DOT_TY), v.to(DOT_TY), input_precision=PREC)
+        m_i = m_new
+    out_h = s * n_head + heads
+    tl.store(acc_ptr + out_h[:, None] * HD + offs_d[None, :], acc,
+             mask=gmask[:, None] & dmask[None, :])
+    tl.store(ml_ptr + out_h * 2, m_i, mask=gmask)
+    tl.store(ml_ptr + out_h * 2 + 1, l_i, mask=gmask)
+
+
+@triton.jit
+def _attn_merge_kernel(acc_ptr, ml_ptr, out_ptr, n_head, s_o,
+                       HD: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
+    """Grid (n_head,): out[h] = sum_s 2^(m_s - M) acc_s / sum_s 2^(m_s - M) l_s, M = max_s m_s."""
+    h = tl.program_id(0)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    smask = offs_s < NUM_SPLITS
+    m = tl.load(ml_ptr + (offs_s * n_head + h) * 2, mask=smask, other=float("-inf"))
+    l = tl.load(ml_ptr + (offs_s * n_head + h) * 2 + 1, mask=smask, other=0.0)
+    acc = tl.load(acc_ptr + (offs_s[:, None] * n_head + h) * HD + offs_d[None, :],
+                  mask=smask[:, None] & (offs_d < HD)[None, :], other=0.0)
+    w = tl.exp2(m - tl.max(m, axis=0))                               # 0 for empty slices
+    o = tl.sum(acc * w[:, None], axis=0) / tl.sum(l * w, axis=0)
+    tl.store(out_ptr + h * s_o + offs_d, o.to(out_ptr.dtype.element_ty), mask=offs_d < HD)
+
+
+# ---------------------------------------------------------------------------- launcher
+
+
+def attention_config(n_kv: int, max_ctx: int, num_sms: int = 132) -> tuple[int, int]:
+    """(BLOCK_T, NUM_SPLITS): about two programs per SM, never more slices than BLOCK_T rows."""
+    block_t = 64
+    splits = max(1, min(triton.cdiv(2 * num_sms, n_kv), triton.cdiv(max_ctx, block_t)))
+    return block_t, splits
+
+
+def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     pos: torch.Tensor, *, sm_scale: float | None = None,
+                     out: torch.Tensor | None = None, num_splits: int | None = None) -> torch.Tensor:
+    """softmax(q k^T * sm_scale) v over cache rows [0, pos[0]] for one token; returns (n_head, hd).
+
+    q (n_head, hd) any float dtype; caches (n_kv, max_ctx, hd) fp16/bf16/fp32 with n_head a
+    multiple of n_kv; pos int32 device tensor (1,). out defaults to q's dtype.
+    """
+    n_kv, max_ctx, hd = k_cache.shape
+    if q.dim() != 2 or q.shape[1] != hd or q.shape[0] % n_kv or q.stride(1) != 1:
+        raise ValueError(f"q must be (n_head, {hd}) with n_head a multiple of {n_kv}, got {tuple(q.shape)}")
+    if k_cache.dtype not in (torch.float16, torch.bfloat16, torch.float32) or v_cache.dtype != k_cache.dtype:
+        raise ValueError(f"caches must both be fp16/bf16/fp32, got {k_cache.dtype} and {v_cache.dtype}")
+    if v_cache.shape != k_cache.shape or k_cache.stride(2) != 1 or v_cache.stride(2) != 1:
+        raise ValueError("k_cache and v_cache must share shape (n_kv, max_ctx, hd), unit stride on hd")
+    if pos.dtype != torch.int32 or pos.numel() != 1 or pos.device != q.device:
+        raise ValueError("pos must be a one-element int32 tensor on q's device")
+    n_head = q.shape[0]
+    if out is None:
+        out = torch.empty_like(q)
+    if out.shape != q.shape or out.stride(1) != 1:
+        raise ValueError(f"out must be {tuple(q.shape)} with unit last stride")
+    group = n_head // n_kv
+    scale = (1.0 / math.sqrt(hd)) if sm_scale is None else sm_scale
+    block_t, splits = attention_config(n_kv, max_ctx, num_sms(q.device))
+    splits = splits if num_splits is None else num_splits
+    acc = torch.empty((splits, n_head, hd), device=q.device, dtype=torch.float32)
+    ml = torch.empty((splits, n_head, 2), device=q.device, dtype=torch.float32)
+    block_d = triton.next_power_of_2(hd)
+    _attn_split_kernel[(n_kv, splits)](
+        q, k_cache, v_cache, pos, acc, ml, scale * math.log2(math.e), n_head,
+        max_ctx, q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+        GROUP=group, HD=hd, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d,
+        BLOCK_T=block_t, NUM_SPLITS=splits, DOT_TY=dot_dtype(k_cache.dtype),
+        PREC="ieee" if k_cache.dtype == torch.float32 else "tf32", num_warps=4,
+        num_stages=2)
+    _attn_merge_kernel[(n_head,)](
+        acc, ml, out, n_head, out.stride(0), HD=hd, NUM_SPLITS=splits,
+        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, num_warps=4)
+    return out
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+def attention_decode_ref(q, k_cache, v_cache, pos, *, sm_scale=None):
+    """Torch reference (fp32 math, result in q's dtype)."""
+    n_kv, _, hd = k_cache.shape
+    n_head = q.shape[0]
+    L = int(pos.reshape(-1)[0]) + 1
+    k = k_cache[:, :L].float().repeat_interleave(n_head // n_kv, dim=0)   # (n_head, L, hd)
+    v = v_cache[:, :L].float().repeat_interleave(n_head // n_kv, dim=0)
+    scale = (1.0 / math.sqrt(hd)) if sm_scale is None else sm_scale
+    att = torch.softmax(torch.einsum("hd,htd->ht", q.float(), k) * scale, dim=-1)
+    return torch.einsum("ht,htd->hd", att, v).to(q.dtype)

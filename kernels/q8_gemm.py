@@ -1,0 +1,111 @@
+"""Prefill GEMM y = x @ W^T with Q8_0 weights dequantized tile by tile in SRAM.
+
+Prefill is compute-bound: each (BLOCK_K, BLOCK_N) weight tile is loaded as int8, scaled by its
+fp16 block scales in registers, cast to x's dtype and fed to tl.dot (tensor cores), fp32 accumulate.
+
+When to measure dequantize + cuBLAS instead: for long prompts (M in the thousands) the
+one-off cost of dequantizing a layer's weights into a reused fp16 buffer (read 1.06 B/weight,
+write 2 B) is small next to the GEMM, and cuBLAS' Hopper (wgmma, TMA) kernels can beat a
+tl.dot kernel that must convert int8 -> fp16 in its mainloop; for short prompts (M <= ~256)
+the GEMM is still weight-bandwidth-bound and this fused kernel reads 1.06 B/weight, not 3+2.
+scripts/bench_gemv.py is the place to add that comparison when it is measured.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import dot_dtype
+
+# ---------------------------------------------------------------------------- kernel
+
+
+@triton.jit
+def _q8_gemm_kernel(x_ptr, qs_ptr, d_ptr, out_ptr, M, N, K,
+                    s_xm, s_qn, s_dn, s_om,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    GROUP_M: tl.constexpr, DOT_TY: tl.constexpr):
+    """x (M, K) fp16/bf16; qs int8 (N, K); d fp16 (N, K/32); out (M, N) = x @ (d * qs)^T.
+
+    1-D grid in grouped order (GROUP_M row-tiles share each weight column-tile in L2).
+    K % BLOCK_K == 0 (BLOCK_K is 32 or 64). The weight tile is loaded as (BLOCK_K/32, 32, BLOCK_N)
+    int8 so one d per (32-block, n) scales it, then reshaped to (BLOCK_K, BLOCK_N) for tl.dot.
+    """
+    pid = tl.program_id(0)
+    n_m = tl.cdiv(M, BLOCK_M)
+    n_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * n_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_m
+    pid_n = (pid % per_group) // group_m
+    NB: tl.constexpr = BLOCK_K // 32
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_b = tl.arange(0, NB)
+    rows_m = tl.minimum(offs_m, M - 1).to(tl.int64)       # clamped: loads need no M/N masks
+    rows_n = tl.minimum(offs_n, N - 1).to(tl.int64)
+    x_tile = x_ptr + rows_m[:, None] * s_xm + offs_k[None, :]                        # (BM, BK)
+    q_tile = (qs_ptr + rows_n[None, None, :] * s_qn
+              + (offs_b[:, None, None] * 32 + tl.arange(0, 32)[None, :, None]))     # (NB, 32, BN)
+    d_tile = d_ptr + rows_n[None, :] * s_dn + offs_b[:, None]                         # (NB, BN)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a = tl.load(x_tile + k)
+        q = tl.load(q_tile + k)
+        dv = tl.load(d_tile + k // 32)
+        w = q.to(tl.float32) * dv.to(tl.float32)[:, None, :]
+        w = tl.reshape(w, (BLOCK_K, BLOCK_N)).to(DOT_TY)
+        acc = tl.dot(a.to(DOT_TY), w, acc)
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    tl.store(out_ptr + offs_m[:, None].to(tl.int64) * s_om + offs_n[None, :],
+             acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------- launcher
+
+
+def gemm_config(M: int, N: int, K: int) -> dict:
+    """Tiles keyed on shape: 128x128 for long prompts, narrower M tiles for short ones."""
+    block_m = 128 if M >= 128 else max(16, triton.next_power_of_2(M))
+    block_n = 128 if N >= 128 else max(16, triton.next_power_of_2(N))
+    block_k = 64 if K % 64 == 0 else 32                  # always divides K (K % 32 == 0)
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
+                num_warps=num_warps, num_stages=3)
+
+
+def q8_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, *,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W^T with W = Q8_0 (qs int8 (N, K), d fp16 (N, K/32)).
+
+    x fp16/bf16 (unit stride on K); fp32 accumulate; out defaults to x's dtype.
+    """
+    if x.dim() != 2 or x.dtype not in (torch.float16, torch.bfloat16) or x.stride(1) != 1:
+        raise ValueError(f"x must be (M, K) fp16/bf16 with unit stride on K, got {x.dtype} {tuple(x.shape)}")
+    M, K = x.shape
+    if qs.dim() != 2 or qs.dtype != torch.int8 or qs.shape[1] != K or K % 32 or qs.stride(1) != 1:
+        raise ValueError(f"qs must be int8 (N, {K}) with K % 32 == 0, got {qs.dtype} {tuple(qs.shape)}")
+    N = qs.shape[0]
+    if d.dtype != torch.float16 or tuple(d.shape) != (N, K // 32) or d.stride(1) != 1:
+        raise ValueError(f"d must be fp16 ({N}, {K // 32}), got {d.dtype} {tuple(d.shape)}")
+    if out is None:
+        out = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    if tuple(out.shape) != (M, N) or out.stride(1) != 1:
+        raise ValueError(f"out must be ({M}, {N}) with unit last stride, got {tuple(out.shape)}")
+    cfg = gemm_config(M, N, K)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _q8_gemm_kernel[grid](x, qs, d, out, M, N, K, x.stride(0), qs.stride(0), d.stride(0),
+                          out.stride(0), DOT_TY=dot_dtype(x.dtype), **cfg)
+    return out
+
+
+# ---------------------------------------------------------------------------- reference
+
+
+def q8_gemm_ref(x, qs, d):
+    """Torch reference: fp32 math, result in x's dtype."""
+    n, k = qs.shape
+    w = (qs.float().view(n, k // 32, 32) * d.float().unsqueeze(-1)).view(n, k)
+    return (x.float() @ w.T).to(x.dtype)

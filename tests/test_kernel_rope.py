@@ -1,0 +1,108 @@
+"""RoPE fused with the KV-cache write, against torch references (interpreter on CPU)."""
+
+import kernel_utils as ku  # noqa: I001  (sets TRITON_INTERPRET before triton is imported)
+import pytest
+import torch
+
+from gguflm.kernels import RopeConfig, rope_and_cache, rope_and_cache_ref, rope_ref
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _independent_rope(x, positions, cfg):
+    """Meta-llama complex form for "normal", transformers' rotate_half for "neox"."""
+    rot, half = cfg.rot_dim, cfg.rot_dim // 2
+    inv = 1.0 / (cfg.base ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot))
+    if cfg.freq_factors is not None:
+        inv = inv / cfg.freq_factors.double().cpu()
+    ang = torch.outer(positions.double() / cfg.pos_scale, inv)[:, None, :]    # (M, 1, half)
+    xr, xp = x.double().cpu()[..., :rot], x.double().cpu()[..., rot:]
+    if cfg.mode == "normal":
+        z = torch.view_as_complex(xr.reshape(*xr.shape[:-1], half, 2).contiguous())
+        xr = torch.view_as_real(z * torch.polar(torch.ones_like(ang), ang)).flatten(-2)
+    else:
+        cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
+        xr = xr * cos + torch.cat([-xr[..., half:], xr[..., :half]], -1) * sin
+    return torch.cat([xr, xp], -1).float()
+
+
+CFGS = [dict(mode="normal"), dict(mode="neox"),
+        dict(mode="normal", rot_dim=8, base=500000.0, pos_scale=4.0, ff=True),
+        dict(mode="neox", rot_dim=8, ff=True)]
+
+
+def _cfg(hd, mode, rot_dim=None, base=10000.0, pos_scale=1.0, ff=False):
+    rot = rot_dim or hd
+    factors = None
+    if ff:
+        factors = (torch.rand(rot // 2, generator=torch.Generator().manual_seed(0)) + 0.5).to(ku.DEVICE)
+    return RopeConfig(head_dim=hd, rot_dim=rot_dim, base=base, mode=mode, pos_scale=pos_scale,
+                      freq_factors=factors)
+
+
+@pytest.mark.parametrize("kw", CFGS)
+def test_rope_ref_matches_independent_forms(kw):
+    cfg = _cfg(16, **kw)
+    x, positions = ku.rand(3, 4, 16, seed=1), torch.tensor([0, 5, 1000])
+    torch.testing.assert_close(rope_ref(x, positions, cfg).cpu(), _independent_rope(x, positions, cfg),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", CFGS)
+@pytest.mark.parametrize("m,n_head,n_kv", [(None, 4, 2), (3, 6, 2), (None, 2, 2)])
+@pytest.mark.parametrize("cache_dtype", [torch.float16, torch.float32])
+def test_rope_and_cache(kw, m, n_head, n_kv, cache_dtype):
+    hd, max_ctx = 16, 40
+    cfg = _cfg(hd, **kw)
+    n = (n_head + 2 * n_kv) * hd
+    qkv = ku.rand(*((n,) if m is None else (m, n)), seed=2)
+    kc = ku.rand(n_kv, max_ctx, hd, dtype=cache_dtype, seed=3)
+    vc = ku.rand(n_kv, max_ctx, hd, dtype=cache_dtype, seed=4)
+    pos = torch.tensor([29], dtype=torch.int32, device=ku.DEVICE)
+    q_ref, kc_ref, vc_ref = rope_and_cache_ref(qkv, pos, kc, vc, cfg, n_head=n_head)
+    q_shape = (n_head, hd) if m is None else (m, n_head, hd)
+    q = rope_and_cache(qkv, pos, kc, vc, cfg, n_head=n_head, q_out=ku.poisoned(q_shape))
+    torch.testing.assert_close(q, q_ref, **TOL)
+    torch.testing.assert_close(kc, kc_ref, **TOL)
+    assert torch.equal(vc, vc_ref)
+    q_inplace = rope_and_cache(qkv, pos, kc, vc, cfg, n_head=n_head)  # default: q rotated inside qkv
+    assert q_inplace.data_ptr() == qkv.data_ptr()
+    torch.testing.assert_close(q_inplace, q_ref, **TOL)
+
+
+@pytest.mark.parametrize("mode", ["normal", "neox"])
+def test_rope_and_cache_with_qk_norm(mode):
+    hd, n_head, n_kv = 32, 4, 2
+    cfg = _cfg(hd, mode, base=1000000.0)
+    qkv = ku.rand(2, (n_head + 2 * n_kv) * hd, seed=5)
+    qn, kn = ku.rand(hd, seed=6), ku.rand(hd, seed=7)
+    kc = ku.rand(n_kv, 9, hd, dtype=torch.bfloat16, seed=8)
+    vc = ku.rand(n_kv, 9, hd, dtype=torch.bfloat16, seed=9)
+    pos = torch.tensor([3], dtype=torch.int32, device=ku.DEVICE)
+    q_ref, kc_ref, vc_ref = rope_and_cache_ref(qkv, pos, kc, vc, cfg, n_head=n_head, q_norm=qn, k_norm=kn)
+    q = rope_and_cache(qkv, pos, kc, vc, cfg, n_head=n_head, q_norm=qn, k_norm=kn,
+                       q_out=ku.poisoned((2, n_head, hd)))
+    torch.testing.assert_close(q, q_ref, **TOL)
+    # bf16 caches: one bf16 ulp (the interpreter rounds fp32 -> bf16 toward zero, GPUs to nearest)
+    torch.testing.assert_close(kc, kc_ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(vc, vc_ref, rtol=8e-3, atol=0)
+
+
+def test_positions_past_max_ctx_are_not_written():
+    hd, n_head, n_kv, max_ctx = 16, 2, 1, 8
+    cfg = _cfg(hd, "neox")
+    qkv = ku.rand(3, (n_head + 2 * n_kv) * hd, seed=10)
+    kc, vc = ku.rand(n_kv, max_ctx, hd, seed=11), ku.rand(n_kv, max_ctx, hd, seed=12)
+    kc0, vc0 = kc.clone(), vc.clone()
+    pos = torch.tensor([max_ctx - 2], dtype=torch.int32, device=ku.DEVICE)   # token 2 falls off
+    rope_and_cache(qkv, pos, kc, vc, cfg, n_head=n_head)
+    q_ref, kc_ref, vc_ref = rope_and_cache_ref(qkv[:2], pos, kc0, vc0, cfg, n_head=n_head)
+    torch.testing.assert_close(kc, kc_ref, **TOL)
+    assert torch.equal(vc, vc_ref)
+
+
+def test_rope_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="mode"):
+        RopeConfig(head_dim=16, mode="gptj")
+    with pytest.raises(ValueError, match="rot_dim"):
+        RopeConfig(head_dim=16, rot_dim=18)
