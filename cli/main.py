@@ -23,9 +23,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Imported here so that `gguflm --help` stays fast and each command owns its module.
-    from gguflm.cli import convert, info, tokenize
+    from gguflm.cli import chat, convert, info, run, tokenize
 
-    for module in (info, convert, tokenize):
+    for module in (info, convert, tokenize, run, chat):
         module.register(app)
 
 

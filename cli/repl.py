@@ -1,0 +1,312 @@
+"""The chat front end: a prompt_toolkit REPL (or plain lines from a pipe) over a ChatSession."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TextIO
+
+from gguflm.chat_session import ChatSession
+from gguflm.errors import GGUFLMError
+
+DIM, YELLOW, RESET = "\x1b[2m", "\x1b[33m", "\x1b[0m"
+FENCE = '"""'
+
+HELP = f"""commands:
+  /help               this text
+  /exit               leave (or Ctrl-D)
+  /clear              a new conversation (same model, same system prompt)
+  /system [TEXT]      show or set the system prompt (/system - removes it)
+  /regen              drop the last reply and generate it again
+  /save FILE          save the conversation as a JSON list of {{role, content}}
+  /load FILE          continue a conversation saved with /save
+  /set [NAME VALUE]   show or change temp, top_k, top_p, min_p, repeat_penalty,
+                      repeat_last_n, seed (none: random), max_tokens (-1: no limit)
+  /stats              numbers about the last reply and the whole session
+multi-line input: start with {FENCE} and end with {FENCE}, or Alt-Enter (Esc Enter) for a newline.
+Ctrl-C stops a reply; at an empty prompt, press it twice to leave."""
+
+
+def use_color(stream: TextIO) -> bool:
+    """Dim and colored text only on a real terminal, and not when NO_COLOR or TERM=dumb says otherwise."""
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def history_path() -> Path:
+    """~/.local/share/gguflm/history, or under $XDG_DATA_HOME when set."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "gguflm" / "history"
+
+
+class ThinkingSplitter:
+    """Splits streamed text into (thinking, text) runs at <think> and </think>, even when a tag is cut."""
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self, thinking: bool = False):
+        self.thinking = thinking
+        self._held = ""
+        self._answer_started = False  # a <think> after answer text is just text
+        self._strip = False  # drop the blank lines between </think> and the answer
+
+    def feed(self, text: str) -> list[tuple[bool, str]]:
+        buf, out = self._held + text, []
+        while True:
+            tag = self.CLOSE if self.thinking else self.OPEN
+            at = buf.find(tag)
+            if at < 0 or (not self.thinking and (self._answer_started or buf[:at].strip())):
+                break
+            self._emit(out, buf[:at])
+            self.thinking = not self.thinking
+            self._strip = not self.thinking
+            buf = buf[at + len(tag) :]
+        keep = 0
+        if self.thinking or not self._answer_started:
+            tag = self.CLOSE if self.thinking else self.OPEN
+            keep = max((k for k in range(1, len(tag)) if buf.endswith(tag[:k])), default=0)
+        self._held = buf[len(buf) - keep :]
+        self._emit(out, buf[: len(buf) - keep])
+        return out
+
+    def flush(self) -> list[tuple[bool, str]]:
+        out: list[tuple[bool, str]] = []
+        self._emit(out, self._held)
+        self._held = ""
+        return out
+
+    def _emit(self, out: list, text: str) -> None:
+        if not self.thinking and self._strip:
+            text = text.lstrip("\n")
+            self._strip = not text
+        if text:
+            out.append((self.thinking, text))
+            if not self.thinking and text.strip():
+                self._answer_started = True
+
+
+class ReplyPrinter:
+    """Writes a streamed reply: thinking dimmed (or hidden), the answer as it comes."""
+
+    def __init__(self, out: TextIO, color: bool, hide_thinking: bool, thinking: Callable[[], bool]):
+        self.out, self.color, self.hide = out, color, hide_thinking
+        self._thinking = thinking  # asked at the first piece, once the prompt is rendered
+        self.split: ThinkingSplitter | None = None
+        self.at_line_start = True
+        self.dimmed = False
+
+    def feed(self, piece: str) -> None:
+        if self.split is None:
+            self.split = ThinkingSplitter(self._thinking())
+        self._write(self.split.feed(piece))
+
+    def finish(self, newline: bool = False) -> None:
+        """End the reply's line; `newline` ends an empty reply with a line too."""
+        if self.split is not None:
+            self._write(self.split.flush())
+        self._dim(False)
+        if not self.at_line_start or (newline and self.split is None):
+            self.out.write("\n")
+        self.out.flush()
+
+    def _write(self, runs: list[tuple[bool, str]]) -> None:
+        for thinking, text in runs:
+            if thinking and self.hide:
+                continue
+            self._dim(thinking)
+            self.out.write(text)
+            self.at_line_start = text.endswith("\n")
+        self.out.flush()
+
+    def _dim(self, on: bool) -> None:
+        """Switch dim text on or off, only at a change (so a streamed thought is not one escape per token)."""
+        if self.color and on != self.dimmed:
+            self.out.write(DIM if on else RESET)
+            self.dimmed = on
+
+
+class Repl:
+    """Commands and turns over a ChatSession, for a terminal or for lines from a pipe."""
+
+    def __init__(self, session: ChatSession, hide_thinking: bool = False, interactive: bool = True):
+        self.session = session
+        self.hide_thinking = hide_thinking or not interactive  # a script gets the answers only
+        self.interactive = interactive
+        self.out = sys.stdout
+        self.info_out = sys.stdout if interactive else sys.stderr  # a pipe's stdout carries replies only
+        self.color = interactive and use_color(sys.stdout)
+
+    # ---------------------------------------------------------------- output
+
+    def info(self, text: str, style: str = DIM) -> None:
+        self.info_out.write(f"{style}{text}{RESET}\n" if self.color else text + "\n")
+        self.info_out.flush()
+
+    def notices(self) -> None:
+        for notice in self.session.notices:
+            self.info(notice, YELLOW)
+        self.session.notices.clear()
+
+    # ---------------------------------------------------------------- turns
+
+    def reply(self, make_stream: Callable[[], Iterator[str]]) -> None:
+        """Stream one reply; Ctrl-C stops it and keeps what was said."""
+        printer = ReplyPrinter(self.out, self.color, self.hide_thinking, lambda: self.session.thinking_open)
+        stream = make_stream()
+        try:
+            for piece in stream:
+                printer.feed(piece)
+        except KeyboardInterrupt:
+            stream.close()
+            printer.finish()
+            self.info("[stopped]")
+        else:
+            printer.finish(newline=not self.interactive)
+        finally:
+            stream.close()
+        if self.interactive:
+            self.info(self.session.stats_line())
+        self.notices()
+
+    def handle(self, text: str) -> bool:
+        """One input: a /command or a message. Returns False to leave."""
+        try:
+            if text.startswith("/"):
+                return self.command(text)
+            self.reply(lambda: self.session.send(text))
+        except GGUFLMError as e:
+            self.notices()
+            self.info(f"error: {e}", YELLOW)
+            if not self.interactive and not text.startswith("/"):
+                self.out.write("\n")  # a script still gets one line per message
+                self.out.flush()
+        return True
+
+    def command(self, line: str) -> bool:
+        name, _, arg = line.strip().partition(" ")
+        arg = arg.strip()
+        s = self.session
+        if name in ("/exit", "/quit", "/bye"):
+            return False
+        if name in ("/help", "/?"):
+            self.info(HELP, "")
+        elif name == "/clear":
+            s.clear()
+            self.info("new conversation")
+        elif name == "/system":
+            if arg:
+                s.set_system("" if arg == "-" else arg)
+            self.info(f"system prompt: {s.system!r}" if s.system else "no system prompt")
+        elif name == "/regen":
+            self.reply(s.regen)
+        elif name in ("/save", "/load"):
+            if not arg:
+                raise GGUFLMError(f"{name} needs a file name")
+            if name == "/save":
+                self.info(f"saved {len(s.messages)} messages to {s.save(arg)}")
+            else:
+                self.info(f"loaded {s.load(arg)} messages from {arg}")
+        elif name == "/set":
+            self._set(arg)
+        elif name == "/stats":
+            self._stats()
+        else:
+            raise GGUFLMError(f"unknown command {name}; /help lists them")
+        return True
+
+    def _set(self, arg: str) -> None:
+        parts = arg.split()
+        if not parts:
+            self.info("  ".join(f"{k}={v}" for k, v in self.session.settings().items()), "")
+        elif len(parts) != 2:
+            raise GGUFLMError("usage: /set NAME VALUE (e.g. /set temp 0.7)")
+        else:
+            self.info(self.session.set(*parts))
+
+    def _stats(self) -> None:
+        s, e = self.session, self.session.engine
+        self.info(s.stats_line(), "")
+        self.info(
+            f"messages {len(s.messages)} · prefilled {e.stats.total_prefilled} tok in total · "
+            f"generated {e.stats.total_generated} tok in total · "
+            f"last reply ended by {e.stats.last.finish_reason or '-'}",
+            "",
+        )
+
+    # ---------------------------------------------------------------- loops
+
+    def run_lines(self, lines: Iterable[str]) -> None:
+        """Scripted chat: one message per line (a triple-quoted block spans lines); replies to stdout."""
+        it = iter(lines)
+        for line in it:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            text = read_block(line, lambda: next(it).rstrip("\n")) if line.lstrip().startswith(FENCE) else line
+            if not self.handle(text):
+                return
+
+    def run_terminal(self) -> None:
+        """The interactive loop: line editing, history, Ctrl-C and Ctrl-D handling."""
+        prompt = make_prompt()
+        self.info("type a message, /help for commands, Ctrl-D to leave")
+        interrupted = False
+        while True:
+            try:
+                line = prompt("> ")
+                if line.lstrip().startswith(FENCE):
+                    line = read_block(line, lambda: prompt("... "))
+            except KeyboardInterrupt:
+                if interrupted:
+                    return
+                interrupted = True
+                self.info("(Ctrl-C again or Ctrl-D to leave)")
+                continue
+            except EOFError:
+                return
+            interrupted = False
+            if line.strip() and not self.handle(line):
+                return
+
+
+def read_block(first: str, more: Callable[[], str]) -> str:
+    """A message between triple-quote fences; `first` holds the opening one, `more` reads the next line."""
+    body = first.lstrip()[len(FENCE) :]
+    lines = []
+    while not body.rstrip().endswith(FENCE):
+        lines.append(body)
+        try:
+            body = more()
+        except StopIteration:
+            return "\n".join(lines).strip("\n")
+    lines.append(body.rstrip()[: -len(FENCE)])
+    return "\n".join(lines).strip("\n")
+
+
+def make_prompt() -> Callable[[str], str]:
+    """A prompt_toolkit prompt with persistent history, Alt-Enter for a newline, Ctrl-C that clears first."""
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.key_binding import KeyBindings
+
+    bindings = KeyBindings()
+
+    @bindings.add("escape", "enter")
+    def _newline(event) -> None:
+        event.current_buffer.insert_text("\n")
+
+    @bindings.add("c-c")
+    def _interrupt(event) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+    path = history_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        history = FileHistory(str(path))
+    except OSError:
+        history = InMemoryHistory()
+    session = PromptSession(history=history, key_bindings=bindings)
+    return lambda message: session.prompt(message)
