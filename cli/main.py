@@ -23,9 +23,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Imported here so that `gguflm --help` stays fast and each command owns its module.
-    from gguflm.cli import chat, convert, info, run, tokenize
+    from gguflm.cli import bench, chat, info, convert, run, tokenize
 
-    for module in (info, convert, tokenize, run, chat):
+    for module in (info, convert, tokenize, run, chat, bench):
         module.register(app)
 
 

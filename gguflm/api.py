@@ -10,7 +10,7 @@ import torch
 
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
-from gguflm.generate import generate
+from gguflm.generate import Backend, generate
 from gguflm.gguf_file import GGUFFile, open_gguf
 from gguflm.kv_cache import KVCache
 from gguflm.model import Transformer
@@ -36,7 +36,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class Model:
     """A loaded GGUF model: its file, config, weights and the backend that runs them."""
 
-    def __init__(self, gf: GGUFFile, config: ModelConfig, weights: ModelWeights, backend: Transformer):
+    def __init__(self, gf: GGUFFile, config: ModelConfig, weights: ModelWeights, backend: Backend):
         self.file = gf
         self.config = config
         self.weights = weights
@@ -77,14 +77,37 @@ class Model:
         return list(self.stream(prompt, max_new_tokens, **kwargs))
 
 
+BACKENDS = ("reference", "triton")
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """None: Triton kernels on CUDA, the torch reference on the CPU; a named backend is checked."""
+    if backend is None:
+        return "triton" if device.type == "cuda" else "reference"
+    if backend not in BACKENDS:
+        raise GGUFLMError(f"unknown backend '{backend}' (use {' or '.join(BACKENDS)})")
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise GGUFLMError("the triton backend needs a CUDA GPU (or TRITON_INTERPRET=1 to run it slowly on the CPU)")
+    return backend
+
+
 def load(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    backend: str | None = None,
 ) -> Model:
-    """Open a GGUF file and stream its weights onto `device` (default: CUDA if present, else CPU)."""
+    """Open a GGUF file and stream its weights onto `device` (default: CUDA if present, else CPU).
+
+    `backend` is "triton" (the default on CUDA) or "reference" (the default on the CPU).
+    """
     dev = resolve_device(device)
+    name = resolve_backend(backend, dev)
     gf = open_gguf(path)
     config = ModelConfig.from_gguf(gf)
     weights = load_weights(gf, config, dev, progress)
+    if name == "triton":
+        from gguflm.backend_triton import TritonBackend  # imports triton: only when asked for
+
+        return Model(gf, config, weights, TritonBackend(config, weights))
     return Model(gf, config, weights, Transformer(config, weights))

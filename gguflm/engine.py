@@ -13,8 +13,8 @@ from typing import Iterable, Iterator
 import torch
 
 from gguflm.api import Model
+from gguflm.cuda_graph import DecodeGraph, DecodeGraphs
 from gguflm.errors import GGUFLMError
-from gguflm.generate import make_generator
 from gguflm.sampling import SamplerTensors, SamplingParams, sample
 
 PREFILL_CHUNK = 512  # tokens per prefill call: bounds activation memory for long prompts
@@ -69,7 +69,8 @@ def choose_context(model: Model, requested: int | None) -> tuple[int, str]:
             return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
         return ctx, ""
     free, _ = torch.cuda.mem_get_info(model.device)
-    per_token = 2 * cfg.n_layers * cfg.kv_dim * 2  # fp16 K and V
+    elem = torch.finfo(getattr(model.backend, "cache_dtype", torch.float32)).bits // 8
+    per_token = 2 * cfg.n_layers * cfg.kv_dim * elem  # K and V of every layer
     fits = int(free * 0.9) // per_token
     if fits < ctx:
         fits = max(256, fits // 256 * 256)
@@ -78,15 +79,33 @@ def choose_context(model: Model, requested: int | None) -> tuple[int, str]:
 
 
 class Engine:
-    """Generation over one persistent KV cache; safe to interrupt between and inside steps."""
+    """Generation over one persistent KV cache; safe to interrupt between and inside steps.
 
-    def __init__(self, model: Model, ctx: int | None = None):
+    `self.tokens` is the truth: a step writes the cache first and appends its token after, so an
+    interrupt anywhere leaves `tokens` a prefix of what the cache holds, and the next call
+    resets `cache.length` from it. With `graphs` (default on CUDA) each decode step and its
+    sampling replay one captured CUDA graph; `graphs=False` runs the same step eagerly.
+    """
+
+    def __init__(self, model: Model, ctx: int | None = None, graphs: bool | None = None):
         self.model = model
         self.backend = model.backend
+        if graphs is None:
+            graphs = model.device.type == "cuda"
+        if graphs and model.device.type != "cuda":
+            raise GGUFLMError("CUDA graphs need a CUDA device (run without graphs on the CPU)")
+        self.graphs = graphs
         self.ctx, self.context_message = choose_context(model, ctx)
-        self.cache = self.backend.new_cache(self.ctx)
-        self.tokens: list[int] = []  # exactly what the cache holds: cache.length == len(self.tokens)
+        try:
+            self.cache = self.backend.new_cache(self.ctx)
+        except torch.OutOfMemoryError:
+            raise GGUFLMError(f"a {self.ctx}-token KV cache does not fit in free GPU memory (use a smaller --ctx)") from None
+        self.tokens: list[int] = []  # what the cache holds: cache.length == len(self.tokens) between steps
         self.stats = EngineStats()
+        # Static sampler state, updated in place each turn so captured graphs keep their addresses.
+        self.sampler = SamplerTensors.from_params(SamplingParams(), self.device)
+        self.generator = torch.Generator(device=self.device)
+        self._graphs: DecodeGraphs | None = None
 
     @property
     def device(self) -> torch.device:
@@ -103,21 +122,43 @@ class Engine:
         self.tokens = self.tokens[:n]
         self.cache.length = n
 
-    # ------------------------------------------------------------------ steps (graph hooks)
+    # ------------------------------------------------------------------ steps
 
     def _prefill(self, tokens: list[int]) -> torch.Tensor:
         """Append tokens to the cache in chunks; returns the last position's logits (n_vocab,)."""
         logits = None
+        # a backend that can run the output head on the last row only saves a (T, n_vocab) matrix per chunk
+        last_only = getattr(self.backend, "prefill_last", None)
         for start in range(0, len(tokens), PREFILL_CHUNK):
             chunk = tokens[start : start + PREFILL_CHUNK]
-            logits = self.backend.prefill(chunk, self.cache)[-1]
+            self.cache.length = len(self.tokens)
+            logits = last_only(chunk, self.cache) if last_only else self.backend.prefill(chunk, self.cache)[-1]
             self.tokens.extend(chunk)
         return logits
 
     def _decode(self, token: int) -> torch.Tensor:
+        """Eager step: write `token` at the next position; returns logits (n_vocab,)."""
+        self.cache.length = len(self.tokens)
         logits = self.backend.decode(token, self.cache)
         self.tokens.append(token)
         return logits
+
+    def _pick(self, logits: torch.Tensor, sampling: SamplingParams) -> int:
+        """Sample from logits (n_vocab,) eagerly, the penalty reading the last repeat_last_n cached tokens."""
+        if sampling.greedy and sampling.repeat_penalty == 1.0:
+            return int(logits.argmax())
+        n_recent = sampling.repeat_last_n
+        recent = self.tokens[-n_recent:] if n_recent else []
+        history = torch.tensor(recent or [-1], dtype=torch.long, device=self.device)
+        return int(sample(logits, self.sampler, history, self.generator))
+
+    def _decode_graph(self, sampling: SamplingParams) -> DecodeGraph | None:
+        """The captured step for this sampling mode (captured on first use); None: decode eagerly."""
+        if self._graphs is None:
+            self._graphs = DecodeGraphs(self.backend, self.cache, self.sampler, self.generator)
+        self.cache.length = len(self.tokens)
+        argmax = sampling.greedy and sampling.repeat_penalty == 1.0
+        return self._graphs.get(argmax, sampling.repeat_last_n)
 
     # ------------------------------------------------------------------ generation
 
@@ -129,7 +170,14 @@ class Engine:
         stop_ids: Iterable[int] | None = None,
     ) -> Iterator[int]:
         """Yield sampled ids after `prompt` (which may extend what the cache holds); stop ids are yielded."""
-        sampling = sampling or SamplingParams()
+        try:
+            yield from self._generate_ids(prompt, max_new_tokens, sampling or SamplingParams(), stop_ids)
+        finally:  # however the turn ended (stop, close, Ctrl-C), the cache length follows self.tokens
+            self.cache.length = len(self.tokens)
+
+    def _generate_ids(
+        self, prompt: list[int], max_new_tokens: int, sampling: SamplingParams, stop_ids: Iterable[int] | None
+    ) -> Iterator[int]:
         stop = frozenset(self.model.tokenizer.eog_ids if stop_ids is None else stop_ids)
         if not prompt:
             raise GGUFLMError("the prompt is empty: at least one token is needed")
@@ -146,9 +194,12 @@ class Engine:
         turn.prefill_seconds = time.perf_counter() - started
         self.stats.total_prefilled += turn.prefilled_tokens
 
-        tensors = SamplerTensors.from_params(sampling, self.device)
-        gen = make_generator(sampling.seed, self.device)
-        n_recent = sampling.repeat_last_n
+        graph = self._decode_graph(sampling) if self.graphs and max_new_tokens > 1 else None
+        self.sampler.copy_from(sampling)
+        if sampling.seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(sampling.seed)
         turn.finish_reason = "interrupted"  # until the loop says otherwise
         decode_started = time.perf_counter()
         for step in range(max_new_tokens):
@@ -156,14 +207,13 @@ class Engine:
                 if len(self.tokens) >= self.ctx:
                     turn.finish_reason = "context"
                     return
-                logits = self._decode(token)
-            if sampling.greedy and sampling.repeat_penalty == 1.0:
-                token = int(logits.argmax())
+                if graph is None:
+                    token = self._pick(self._decode(token), sampling)
+                else:
+                    fed, token = token, graph.result()  # the step launched last iteration wrote fed's row
+                    self.tokens.append(fed)
             else:
-                recent = self.tokens[-n_recent:] if n_recent else []
-                history = torch.tensor(recent or [-1], dtype=torch.long, device=self.device)
-                token = int(sample(logits, tensors, history, gen))
-            if step == 0:
+                token = self._pick(logits, sampling)
                 decode_started = time.perf_counter()
             turn.generated_tokens += 1
             self.stats.total_generated += 1
@@ -172,6 +222,10 @@ class Engine:
                 turn.finish_reason = "eog"
                 yield token
                 return
+            if graph is not None and step + 1 < max_new_tokens and len(self.tokens) < self.ctx:
+                if step == 0:
+                    graph.start(token, len(self.tokens), self.tokens)
+                graph.launch()  # the GPU computes the next token while the caller handles this one
             yield token
         turn.finish_reason = "length"
 

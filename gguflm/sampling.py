@@ -93,4 +93,4 @@ def sample(
     final = torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=0)
     noise = torch.empty_like(final).exponential_(generator=generator)
     choice = (final / noise).argmax()  # an exponential race draws from `final`
-    return torch.where(t.temperature <= 0, greedy, order[choice].reshape(1))
+    return torch.where(t.temperature <= 0, greedy, order.gather(0, choice.reshape(1)))  # no host read

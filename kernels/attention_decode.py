@@ -127,7 +127,7 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     splits = splits if num_splits is None else num_splits
     acc = torch.empty((splits, n_head, hd), device=q.device, dtype=torch.float32)
     ml = torch.empty((splits, n_head, 2), device=q.device, dtype=torch.float32)
-    block_d = triton.next_power_of_2(hd)
+    block_d = max(16, triton.next_power_of_2(hd))  # tl.dot needs operands at least 16 wide
     _attn_split_kernel[(n_kv, splits)](
         q, k_cache, v_cache, pos, acc, ml, scale * math.log2(math.e), n_head,
         max_ctx, q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),

@@ -1,0 +1,60 @@
+"""`gguflm bench`: decode and prefill speed against the bandwidth ceiling, as markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gguflm.errors import GGUFLMError
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise GGUFLMError(f"{option} takes comma-separated token counts, not '{text}'") from None
+    if not values or min(values) <= 0:
+        raise GGUFLMError(f"{option} needs positive token counts, not '{text}'")
+    return values
+
+
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A GGUF file to benchmark."),
+    shape: Optional[str] = typer.Option(
+        None, "--shape", help="Build a random Q8_0 model of this shape instead: llama-3-8b, llama-3.2-1b, "
+        "qwen2.5-7b, qwen3-8b (or tiny, for checking the code path on the CPU)."),
+    device: str = typer.Option("cuda", help="cuda, cuda:N, or cpu (only sensible with --shape tiny)."),
+    contexts: str = typer.Option("128,512,4096,16384", help="Cache lengths to time decode at."),
+    prefill: str = typer.Option("512,4096", help="Prompt lengths to time prefill at."),
+    steps: int = typer.Option(64, help="Decode steps timed at each context."),
+    workdir: Path = typer.Option(Path("bench-models"), help="Where synthetic GGUF files are written and reused."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Decode tok/s per context, prefill tok/s, time to first token, and the fraction of copy bandwidth reached."""
+    import torch
+
+    import gguflm
+    from gguflm.bench import markdown, run_bench
+    from gguflm.bench_models import synthetic_model
+
+    if (model is None) == (shape is None):
+        raise GGUFLMError("give exactly one of --model FILE or --shape NAME")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GGUFLMError("the benchmark needs a CUDA GPU and none is available (use --device cpu --shape tiny "
+                          "to check the code path on the CPU)")
+    if steps <= 0:
+        raise GGUFLMError(f"--steps must be positive, not {steps}")
+    ctx_list, prefill_list = _ints(contexts, "--contexts"), _ints(prefill, "--prefill")
+    path = model if model is not None else synthetic_model(shape, workdir)
+    loaded = gguflm.load(path, device=device)
+    report = run_bench(loaded, shape or path.name, ctx_list, prefill_list, steps)
+    typer.echo(markdown(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

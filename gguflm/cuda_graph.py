@@ -1,0 +1,147 @@
+"""The decode step, output head and sampler captured once as a CUDA graph and replayed per token.
+
+Static inputs: the token and its position (device tensors), the sampler parameters
+(`SamplerTensors`, updated in place) and a ring buffer of recent tokens for the repetition
+penalty. The graph ends by feeding its sampled token and the next position back into its own
+inputs, so a step is one `replay()` and one `.item()` (the only host sync per token), and the
+engine can launch step k+1 before its caller has handled token k.
+
+RNG: the engine's own seeded `torch.Generator` is registered with the graph before capture
+(`CUDAGraph.register_generator_state`). Each replay then draws Philox numbers at the offset
+the generator holds at replay time and advances it, as an eager call would: re-seeding needs
+no re-capture and a seeded run reproduces itself. No global RNG state is touched.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from gguflm.generate import Backend
+from gguflm.kv_cache import KVCache
+from gguflm.sampling import SamplerTensors, SamplingParams, sample
+
+
+def sampler_is_graph_safe(fn: Callable = sample) -> bool:
+    """Whether the sampler runs without reading a device value on the host (which capture forbids).
+
+    Runs it on meta tensors, where any such read (`.item()`, indexing by a 0-d tensor) raises.
+    """
+    meta = torch.device("meta")
+    try:
+        fn(torch.empty(64, device=meta), SamplerTensors.from_params(SamplingParams(), meta),
+           torch.empty(4, dtype=torch.long, device=meta), None)
+    except RuntimeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class GraphKey:
+    """What the captured code depends on; anything else is a tensor copied in."""
+
+    argmax: bool  # greedy without a repetition penalty: argmax only, no sort, no RNG
+    history: int  # ring buffer length for the repetition penalty (0: none kept)
+
+
+class DecodeGraph:
+    """One captured decode step: copy in with `start`, then `launch()` and `result()` per token.
+
+    capture=False runs the same body eagerly each step (how the tests check its logic on the CPU).
+    """
+
+    def __init__(self, backend: Backend, cache: KVCache, key: GraphKey, tensors: SamplerTensors,
+                 generator: torch.Generator, capture: bool = True):
+        dev = backend.device
+        self.backend, self.cache, self.key = backend, cache, key
+        self.tensors, self.generator = tensors, generator
+        self.token = torch.zeros(1, dtype=torch.long, device=dev)  # (1,) the token fed at `pos`
+        self.pos = torch.zeros(1, dtype=torch.long, device=dev)  # (1,)
+        self.ring = torch.full((max(1, key.history),), -1, dtype=torch.long, device=dev)  # (R,) token at p % R
+        self.next = torch.zeros(1, dtype=torch.long, device=dev)  # (1,) the sampled token
+        self.graph = self._capture() if capture else None
+
+    @torch.inference_mode()
+    def _body(self) -> None:
+        """The captured work: cache write at pos, all layers, head, sampling, then feed back."""
+        if self.key.history:
+            self.ring.index_copy_(0, self.pos % self.key.history, self.token)
+        logits = self.backend.decode_step(self.token, self.pos, self.cache)  # (n_vocab,) static buffer
+        if self.key.argmax:
+            self.next.copy_(logits.argmax().reshape(1))
+        else:
+            self.next.copy_(sample(logits, self.tensors, self.ring, self.generator))
+        self.token.copy_(self.next)
+        self.pos.add_(1)
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        # Warm-up writes cache rows at cache.length and the one after, which no valid entry uses yet.
+        self.pos.fill_(self.cache.length)
+        side = torch.cuda.Stream(self.backend.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compiles the Triton kernels and settles the allocator
+            for _ in range(2):
+                self._body()
+        torch.cuda.current_stream().wait_stream(side)
+        self.pos.fill_(self.cache.length)
+        graph = torch.cuda.CUDAGraph()
+        if not self.key.argmax:
+            graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph):
+            self._body()
+        return graph
+
+    def start(self, token: int, pos: int, recent: list[int]) -> None:
+        """Copy in the first token to feed, its position, and the tokens before it (for the penalty)."""
+        self.token.fill_(token)
+        self.pos.fill_(pos)
+        n = self.key.history
+        if n:
+            ring = [-1] * n
+            for p, t in enumerate(recent[-n:], start=pos - len(recent[-n:])):
+                ring[p % n] = t
+            self.ring.copy_(torch.tensor(ring, dtype=torch.long), non_blocking=False)
+
+    def launch(self) -> None:
+        """Enqueue one step (no sync): it feeds the current token and samples the next into `self.next`."""
+        if self.graph is None:
+            self._body()
+        else:
+            self.graph.replay()
+
+    def result(self) -> int:
+        """The token the last launched step sampled: the one host sync per token."""
+        return int(self.next.item())
+
+
+class DecodeGraphs:
+    """The captured graphs of one backend and cache, by sampling mode, sharing one generator and sampler."""
+
+    def __init__(self, backend: Backend, cache: KVCache, tensors: SamplerTensors, generator: torch.Generator,
+                 capture: bool = True):
+        self.backend, self.cache = backend, cache
+        self.tensors, self.generator = tensors, generator
+        self.capture = capture
+        self.can_sample = sampler_is_graph_safe()
+        self.graphs: dict[GraphKey, DecodeGraph] = {}
+        self.failed: set[GraphKey] = set()
+
+    def get(self, argmax: bool, history: int) -> DecodeGraph | None:
+        """The graph for this sampling mode, captured on first use; None where it cannot be captured."""
+        if not argmax and not self.can_sample:
+            return None  # the caller decodes eagerly
+        key = GraphKey(argmax, 0 if argmax else history)
+        if key in self.failed:
+            return None
+        if key not in self.graphs:
+            try:
+                graph = DecodeGraph(self.backend, self.cache, key, self.tensors, self.generator, self.capture)
+            except RuntimeError as e:  # an op that cannot be captured: say so once, then decode eagerly
+                warnings.warn(f"CUDA graph capture failed, decoding without graphs: {e}", stacklevel=2)
+                self.failed.add(key)
+                return None
+            self.graphs[key] = graph
+        return self.graphs[key]

@@ -1,0 +1,108 @@
+"""The captured step's logic (feedback, ring-buffer history, in-step sampling) run eagerly on the CPU."""
+
+import pytest
+
+import gguflm
+from gguflm.cuda_graph import DecodeGraphs, sampler_is_graph_safe
+from gguflm.engine import Engine
+from gguflm.sampling import SamplingParams
+from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
+
+PROMPT = [1, 300, 17, 42, 99, 7, 260]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    spec = SyntheticSpec(qtype="Q8_0", n_vocab=320, seed=9)
+    return gguflm.load(write_synthetic_gguf(tmp_path_factory.mktemp("g") / "m.gguf", spec), device="cpu")
+
+
+def graph_engine(model, ctx):
+    """An engine taking the graph path, with the body run eagerly (no CUDA here)."""
+    engine = Engine(model, ctx=ctx)
+    engine.graphs = True
+    engine._graphs = DecodeGraphs(engine.backend, engine.cache, engine.sampler, engine.generator, capture=False)
+    engine._graphs.can_sample = True  # run eagerly, a host read inside the sampler is harmless here
+    return engine
+
+
+@pytest.mark.parametrize("sampling", [
+    SamplingParams.greedy_params(),
+    SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.5, repeat_last_n=4, seed=7),
+    SamplingParams(temperature=0.0, repeat_penalty=2.0, repeat_last_n=3),  # greedy with a penalty: in the ring
+])
+def test_graph_body_gives_the_eager_tokens(model, sampling):
+    eager, graphed = Engine(model, ctx=64), graph_engine(model, ctx=64)
+    for prompt in (PROMPT, PROMPT + [5, 6, 7]):  # a second turn re-copies the inputs
+        expect = list(eager.generate_ids(prompt, 14, sampling, stop_ids=()))
+        assert list(graphed.generate_ids(prompt, 14, sampling, stop_ids=())) == expect
+        assert graphed.tokens == eager.tokens and graphed.cache.length == len(graphed.tokens)
+    assert len(graphed._graphs.graphs) == 1
+
+
+def test_graph_path_stops_at_the_context_end(model):
+    engine = graph_engine(model, ctx=12)
+    out = list(engine.generate_ids(PROMPT, 20, SamplingParams.greedy_params(), stop_ids=()))
+    assert engine.stats.last.finish_reason == "context"
+    assert len(engine.tokens) == 12 and len(out) == 12 - len(PROMPT) + 1
+    assert out == model.generate(PROMPT, len(out))
+
+
+def test_interrupt_while_a_step_is_in_flight(model, monkeypatch):
+    engine = graph_engine(model, ctx=64)
+    greedy = SamplingParams.greedy_params()
+    list(engine.generate_ids(PROMPT, 3, greedy, stop_ids=()))
+    graph = next(iter(engine._graphs.graphs.values()))
+    real, calls = graph.result, []
+
+    def result():
+        calls.append(1)
+        if len(calls) == 4:  # Ctrl-C while waiting for a token; that step has written its row already
+            raise KeyboardInterrupt
+        return real()
+
+    monkeypatch.setattr(graph, "result", result)
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for t in engine.generate_ids(PROMPT, 20, greedy, stop_ids=()):
+            got.append(t)
+    monkeypatch.undo()
+    assert engine.tokens == PROMPT + got[:-1] and engine.cache.length == len(engine.tokens)
+    follow = PROMPT + got + [11]
+    assert list(engine.generate_ids(follow, 6, greedy, stop_ids=())) == model.generate(follow, 6)
+
+
+def test_graph_safety_check_spots_host_reads():
+    def reads_host(logits, t, history, gen):
+        return logits.argmax().reshape(1)[int(t.top_k) * 0 :]  # int() of a device value
+
+    def stays_on_device(logits, t, history, gen):
+        return logits.argmax().reshape(1)
+
+    assert not sampler_is_graph_safe(reads_host)
+    assert sampler_is_graph_safe(stays_on_device)
+    assert sampler_is_graph_safe()  # the real sampler: sampled decoding is captured too
+
+
+def test_engine_decodes_eagerly_when_the_sampler_cannot_be_captured(model):
+    engine = graph_engine(model, ctx=64)
+    engine._graphs.can_sample = False
+    p = SamplingParams(temperature=0.8, seed=1)
+    expect = list(Engine(model, ctx=64).generate_ids(PROMPT, 8, p, stop_ids=()))
+    assert list(engine.generate_ids(PROMPT, 8, p, stop_ids=())) == expect
+    assert not engine._graphs.graphs
+
+
+def test_a_failed_capture_warns_once_and_decodes_eagerly(model, monkeypatch):
+    import gguflm.cuda_graph as cg
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    engine = graph_engine(model, ctx=64)
+    monkeypatch.setattr(cg, "DecodeGraph", broken)
+    greedy = SamplingParams.greedy_params()
+    with pytest.warns(UserWarning, match="CUDA graph capture failed"):
+        first = list(engine.generate_ids(PROMPT, 6, greedy, stop_ids=()))
+    assert first == model.generate(PROMPT, 6)
+    assert engine._graphs.failed and not engine._graphs.graphs
