@@ -15,6 +15,8 @@ from gguflm.sampling import SamplingParams
 
 # ---------------------------------------------------------------- options
 
+DEFAULTS = SamplingParams()  # llama.cpp's sampling defaults, the commands' option defaults
+
 ModelPath = Annotated[Path, typer.Option("--model", "-m", help="A GGUF model file.", show_default=False)]
 Ctx = Annotated[
     Optional[int],

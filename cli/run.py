@@ -32,12 +32,12 @@ def run(
     ] = None,
     n_predict: o.NPredict = -1,
     ctx: o.Ctx = None,
-    temp: o.Temp = 0.8,
-    top_k: o.TopK = 40,
-    top_p: o.TopP = 0.95,
-    min_p: o.MinP = 0.05,
-    repeat_penalty: o.RepeatPenalty = 1.0,
-    repeat_last_n: o.RepeatLastN = 64,
+    temp: o.Temp = o.DEFAULTS.temperature,
+    top_k: o.TopK = o.DEFAULTS.top_k,
+    top_p: o.TopP = o.DEFAULTS.top_p,
+    min_p: o.MinP = o.DEFAULTS.min_p,
+    repeat_penalty: o.RepeatPenalty = o.DEFAULTS.repeat_penalty,
+    repeat_last_n: o.RepeatLastN = o.DEFAULTS.repeat_last_n,
     seed: o.Seed = None,
     chat: Annotated[
         bool, typer.Option("--chat", help="Wrap the prompt in the chat template as one user message.")
