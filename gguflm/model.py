@@ -18,14 +18,29 @@ from gguflm.weights import LayerWeights, ModelWeights, Weight
 # ---------------------------------------------------------------------------- building blocks
 
 
+# fp32 rows expanded at a time: a whole expanded matrix (a 128k-vocab head is 1 GiB) would be
+# allocated and page-faulted afresh on every call; chunks under glibc's mmap threshold are reused.
+EXPAND_BYTES = 16 << 20
+
+
 def dense(w: Weight) -> torch.Tensor:
     """The fp32 (N, K) matrix of a weight."""
     return w.dequantize() if isinstance(w, QuantWeight) else w.float()
 
 
 def linear(x: torch.Tensor, w: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (T, K) @ W.T -> (T, N)."""
-    return F.linear(x, dense(w), bias)
+    """x (T, K) @ W.T -> (T, N), expanding a Q8_0/F16/BF16 weight to fp32 a block of rows at a time."""
+    if isinstance(w, torch.Tensor) and w.dtype == torch.float32:
+        return F.linear(x, w, bias)
+    n, k = w.shape
+    step = max(1, EXPAND_BYTES // (4 * k))
+    if step >= n:
+        return F.linear(x, dense(w), bias)
+    out = torch.empty(x.shape[:-1] + (n,), dtype=torch.float32, device=x.device)
+    for a in range(0, n, step):
+        rows = QuantWeight(w.qs[a : a + step], w.d[a : a + step]) if isinstance(w, QuantWeight) else w[a : a + step]
+        out[..., a : a + step] = F.linear(x, dense(rows))
+    return out if bias is None else out + bias
 
 
 def embed(w: Weight, tokens: torch.Tensor) -> torch.Tensor:
