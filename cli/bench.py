@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from gguflm.errors import GGUFLMError
+from gguflm.files import write_text_atomic
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -53,7 +54,7 @@ def bench(
     report = run_bench(loaded, shape or path.name, ctx_list, prefill_list, steps)
     typer.echo(markdown(report))
     if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report.as_dict(), indent=2) + "\n", "the results")
 
 
 def register(app: typer.Typer) -> None:

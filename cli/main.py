@@ -29,6 +29,11 @@ def _register() -> None:
         module.register(app)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # torch is loaded by then if the error came from it
+    return isinstance(e, MemoryError) or (torch is not None and isinstance(e, torch.OutOfMemoryError))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
     _register()
@@ -36,6 +41,11 @@ def main() -> None:
         app()
     except GGUFLMError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print("error: out of memory: the model or its context does not fit (try a smaller --ctx)", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

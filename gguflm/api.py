@@ -28,6 +28,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise GGUFLMError(f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise GGUFLMError("device 'cuda' was asked for but no CUDA GPU is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GGUFLMError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA GPU(s) here)")
     if dev.type not in ("cpu", "cuda"):
         raise GGUFLMError(f"device '{device}' is not supported (use cpu, cuda, cuda:N or auto)")
     return dev

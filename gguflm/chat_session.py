@@ -14,6 +14,7 @@ from typing import Iterator
 from gguflm.chat_template import ChatTemplate
 from gguflm.engine import Engine
 from gguflm.errors import GGUFLMError
+from gguflm.files import write_text_atomic
 from gguflm.sampling import SamplingParams
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -88,7 +89,7 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         try:
             ids = self._fit()
-        except GGUFLMError:
+        except BaseException:  # an error or Ctrl-C: no user message left without its reply
             self.messages.pop()
             raise
         yield from self._stream(ids)
@@ -100,7 +101,7 @@ class ChatSession:
         last = self.messages.pop()
         try:
             ids = self._fit()
-        except GGUFLMError:
+        except BaseException:  # an error or Ctrl-C: the old reply stays
             self.messages.append(last)
             raise
         yield from self._stream(ids)
@@ -216,14 +217,8 @@ class ChatSession:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the messages as a JSON list of {role, content} (to a temporary name, then renamed)."""
-        path = Path(path).expanduser()
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(self.messages, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as e:
-            raise GGUFLMError(f"cannot save the conversation to {str(path)!r}: {e.strerror or e}") from None
-        return path
+        return write_text_atomic(path, json.dumps(self.messages, indent=2, ensure_ascii=False) + "\n",
+                                 "the conversation")
 
     def load(self, path: str | os.PathLike) -> int:
         """Replace the conversation with the one saved in `path`; returns the number of messages."""

@@ -89,6 +89,8 @@ class ModelConfig:
             raise GGUFLMError(
                 f"rope scaling '{scaling}' is not supported (supported: {', '.join(SUPPORTED_ROPE_SCALING)})"
             )
+        if scaling == "llama3" and "rope_freqs.weight" not in gf.tensors:
+            raise GGUFLMError("rope scaling 'llama3' needs the rope_freqs tensor, which the file lacks")
         rope_scale = 1.0
         if scaling == "linear":
             rope_scale = gf.get(key(k.Rope.SCALING_FACTOR), 1.0, float)
@@ -97,6 +99,9 @@ class ModelConfig:
         if len(embd.shape) != 2:
             raise GGUFLMError(f"tensor 'token_embd.weight' has {len(embd.shape)} dimensions, expected 2")
         n_vocab = int(embd.shape[1])
+        n_tokens = len(gf.get(k.Tokenizer.LIST, [], list))
+        if n_tokens and n_tokens != n_vocab:  # token ids would index past one or the other
+            raise GGUFLMError(f"the tokenizer has {n_tokens} tokens but token_embd has {n_vocab} rows")
         return cls(
             arch=arch,
             n_vocab=n_vocab,

@@ -32,6 +32,7 @@ _NUMPY_TYPES = {QT.F32: np.float32, QT.F16: np.float16, QT.F64: np.float64, QT.I
                 QT.I16: np.int16, QT.I32: np.int32, QT.I64: np.int64}
 _MAX_COUNT = 1 << 24  # more tensors or keys than this is a corrupt header, not a model
 _MAX_DIMS = 4
+_MAX_ARRAY_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class _Parser:
         if vtype == VT.STRING:
             return self.string()
         if vtype == VT.ARRAY:
-            return self.array()
+            return self.array(depth=1)
         if vtype not in _SCALARS:
             raise self.fail(f"unknown metadata value type {vtype}")
         value = self.scalar(_SCALARS[VT(vtype)][0])
@@ -154,12 +155,14 @@ class _Parser:
         self.pos = pos
         return out
 
-    def array(self) -> list:
+    def array(self, depth: int) -> list:
+        if depth > _MAX_ARRAY_DEPTH:
+            raise self.fail(f"metadata arrays nested more than {_MAX_ARRAY_DEPTH} deep")
         etype, count = self.scalar("<I"), self.scalar("<Q")
         if etype == VT.STRING:
             return self.strings(count)
         if etype == VT.ARRAY:
-            return [self.array() for _ in range(count)]
+            return [self.array(depth + 1) for _ in range(count)]
         if etype not in _SCALARS:
             raise self.fail(f"unknown array element type {etype}")
         fmt, dtype = _SCALARS[VT(etype)]
@@ -174,11 +177,14 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile:
     if not path.is_file():
         raise GGUFLMError(f"{path}: no such file")
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise GGUFLMError(f"{path}: not a GGUF file (bad magic {magic!r})")
-    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise GGUFLMError(f"{path}: not a GGUF file (bad magic {magic!r})")
+        buf = np.memmap(path, dtype=np.uint8, mode="r")
+    except OSError as e:
+        raise GGUFLMError(f"{path}: cannot read the file ({e.strerror or e})") from None
     p = _Parser(buf, path.name)
     p.pos = 4
     version = p.scalar("<I")

@@ -41,7 +41,7 @@ def describe(gf: GGUFFile) -> list[tuple[str, str]]:
              + (", rope_freqs" if "rope_freqs.weight" in gf.tensors else "")),
             ("tied embeddings", "yes" if "output.weight" not in gf.tensors else "no"),
         ]
-    types = Counter(gguf.GGMLQuantizationType(int(t.tensor_type)).name for t in gf.tensors.values())
+    types = Counter(t.tensor_type.name for t in gf.tensors.values())
     by_type = ", ".join(f"{k} {v}" for k, v in sorted(types.items()))
     rows.append(("tensors", f"{len(gf.tensors)}: {by_type}" if gf.tensors else "none (vocabulary only)"))
     tokens = gf.get(gguf.Keys.Tokenizer.LIST, [], list)

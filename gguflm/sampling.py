@@ -30,6 +30,8 @@ class SamplingParams:
             raise GGUFLMError("sampling needs top_k >= 0, 0 < top_p <= 1 and 0 <= min_p <= 1")
         if self.repeat_penalty <= 0 or self.repeat_last_n < 0:
             raise GGUFLMError("sampling needs repeat_penalty > 0 and repeat_last_n >= 0")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise GGUFLMError(f"seed {self.seed} is out of range (0 to 2^63 - 1)")
 
     @property
     def greedy(self) -> bool:

@@ -82,14 +82,10 @@ class WeightLoader:
     def _tensor(self, name: str, shape: tuple[int, ...]) -> tuple[TensorInfo, torch.Tensor]:
         """The file tensor `name` as a host torch view of its bytes, checked to be `shape` (torch order)."""
         t = self.gf.tensor(name)
-        try:
-            qtype = QT(int(t.tensor_type))
-        except ValueError:
-            qtype = None
+        qtype = t.tensor_type  # a valid ggml type: the parser checked it
         if qtype not in DENSE_TYPES and qtype != QT.Q8_0:
-            type_name = qtype.name if qtype is not None else str(int(t.tensor_type))
             raise GGUFLMError(
-                f"tensor '{name}' has type {type_name}, which is not supported "
+                f"tensor '{name}' has type {qtype.name}, which is not supported "
                 f"(supported: {', '.join(SUPPORTED_TYPES)})"
             )
         file_shape = tuple(int(x) for x in reversed(t.shape))
@@ -111,16 +107,16 @@ class WeightLoader:
     def vector(self, name: str, length: int) -> torch.Tensor:
         """A 1-D tensor (norm weight, bias, rope factors) as fp32 on the device."""
         t, host = self._tensor(name, (length,))
-        if QT(int(t.tensor_type)) == QT.Q8_0:
+        if t.tensor_type == QT.Q8_0:
             raise GGUFLMError(f"tensor '{name}' is 1-D and must be F32, F16 or BF16, not Q8_0")
         return host.to(self.device, torch.float32, copy=True)
 
     def matrix(self, names: tuple[str, ...], shapes: list[tuple[int, int]]) -> Weight:
         """One weight made of the file matrices `names` stacked along rows (N), each (N_i, K)."""
         parts = [self._tensor(n, s) for n, s in zip(names, shapes)]
-        types = {int(t.tensor_type) for t, _ in parts}
+        types = {t.tensor_type for t, _ in parts}
         n_total = sum(s[0] for s in shapes)
-        if types == {int(QT.Q8_0)}:
+        if types == {QT.Q8_0}:
             raw = torch.empty((n_total, parts[0][1].shape[1]), dtype=torch.uint8, device=self.device)
             row = 0
             for _, host in parts:  # copy block bytes straight into the fused buffer, then split
@@ -129,12 +125,14 @@ class WeightLoader:
             return Q8_0.unpack(raw)
         if len(types) == 1:
             dtype = parts[0][1].dtype
-        else:  # mixed types in one fused weight: hold this one weight dense
-            dtype = torch.float32 if int(QT.F32) in types else torch.float16
+        else:  # mixed types in one fused weight: hold this one weight dense, in a type that holds them all
+            dtype = torch.float32 if QT.F32 in types else torch.bfloat16 if QT.BF16 in types else torch.float16
         out = torch.empty((n_total, shapes[0][1]), dtype=dtype, device=self.device)
+        if self.device.type == "meta":  # a check of types and shapes: no data is read
+            return out
         row = 0
         for t, host in parts:
-            if int(t.tensor_type) == int(QT.Q8_0):
+            if t.tensor_type == QT.Q8_0:
                 host = Q8_0.unpack(host).dequantize(dtype)
             out[row : row + host.shape[0]].copy_(host)
             row += host.shape[0]

@@ -1,5 +1,6 @@
 """Bad files give one clear GGUFLMError (exit code 1 and one line from the CLI), never a traceback."""
 
+import struct
 import subprocess
 import sys
 
@@ -31,6 +32,10 @@ def broken_files(tmp_path):
     q4 = gguf.quants.quantize(np.ones((64, 64), np.float32), QT.Q4_0)
     cases = {
         "unknown_arch": (SyntheticSpec(arch="mamba"), "architecture 'mamba' is not supported"),
+        "llama3_rope_without_factors": (
+            SyntheticSpec(extra_metadata={"llama.rope.scaling.type": "llama3"}),
+            "rope scaling 'llama3' needs the rope_freqs tensor",
+        ),
         "q4_0": (SyntheticSpec(replace_tensors={"blk.0.attn_q.weight": (q4, QT.Q4_0)}), "Q4_0, which is not supported"),
         "missing": (SyntheticSpec(drop_tensors=("blk.1.ffn_up.weight",)), "'blk.1.ffn_up.weight' is missing"),
         "shape": (
@@ -38,10 +43,24 @@ def broken_files(tmp_path):
             "'blk.0.attn_k.weight' has shape [48, 64] but the metadata implies [32, 64]",
         ),
     }
-    files = [(not_gguf, "not a GGUF file"), (truncated, "truncated")]
+    files = [(not_gguf, "not a GGUF file"), (truncated, "truncated"), (nested_arrays(tmp_path), "nested more than")]
     for name, (spec, words) in cases.items():
         files.append((write_synthetic_gguf(tmp_path / f"{name}.gguf", spec), words))
+    few_tokens = {"tokenizer.ggml.model": ("llama", gguf.GGUFValueType.STRING),
+                  "tokenizer.ggml.tokens": ([f"t{i}" for i in range(10)], gguf.GGUFValueType.ARRAY)}
+    mismatch = write_synthetic_gguf(tmp_path / "vocab_mismatch.gguf", SyntheticSpec(), tokenizer=few_tokens)
+    files.append((mismatch, "the tokenizer has 10 tokens but token_embd has 256 rows"))
     return files
+
+
+def nested_arrays(tmp_path, depth: int = 5000):
+    """A header whose one metadata value is an array of an array of ... (a recursion bomb)."""
+    key = b"x"
+    body = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    body += struct.pack("<IQ", 9, 1) * depth + struct.pack("<IQ", 4, 0)
+    path = tmp_path / "nested.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + body)
+    return path
 
 
 def test_each_bad_file_raises_clear_error(tmp_path):

@@ -70,7 +70,9 @@ def test_parameters_update_in_place():
     assert t.temperature.data_ptr() == ptr and float(t.temperature) == pytest.approx(0.1) and int(t.top_k) == 3
 
 
-@pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(top_k=-1), dict(min_p=1.5), dict(repeat_penalty=0.0)])
+@pytest.mark.parametrize(
+    "bad", [dict(top_p=0.0), dict(top_k=-1), dict(min_p=1.5), dict(repeat_penalty=0.0), dict(seed=2**64), dict(seed=-1)]
+)
 def test_bad_parameters_are_clear_errors(bad):
     with pytest.raises(GGUFLMError):
         SamplingParams(**bad)
