@@ -15,7 +15,7 @@ import torch
 from gguflm.api import Model
 from gguflm.cuda_graph import DecodeGraph, DecodeGraphs
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplerTensors, SamplingParams, sample
+from gguflm.sampling import SamplerTensors, SamplingParams, pick, seed_generator
 
 PREFILL_CHUNK = 512  # tokens per prefill call: bounds activation memory for long prompts
 CPU_DEFAULT_CTX = 4096  # the CPU cache is fp32; a model's full training context rarely fits
@@ -144,21 +144,15 @@ class Engine:
         return logits
 
     def _pick(self, logits: torch.Tensor, sampling: SamplingParams) -> int:
-        """Sample from logits (n_vocab,) eagerly, the penalty reading the last repeat_last_n cached tokens."""
-        if sampling.greedy and sampling.repeat_penalty == 1.0:
-            return int(logits.argmax())
-        n_recent = sampling.repeat_last_n
-        recent = self.tokens[-n_recent:] if n_recent else []
-        history = torch.tensor(recent or [-1], dtype=torch.long, device=self.device)
-        return int(sample(logits, self.sampler, history, self.generator))
+        """Sample from logits (n_vocab,) eagerly, the penalty reading the last cached tokens."""
+        return pick(logits, sampling, self.sampler, self.tokens, self.generator)
 
     def _decode_graph(self, sampling: SamplingParams) -> DecodeGraph | None:
         """The captured step for this sampling mode (captured on first use); None: decode eagerly."""
         if self._graphs is None:
             self._graphs = DecodeGraphs(self.backend, self.cache, self.sampler, self.generator)
         self.cache.length = len(self.tokens)
-        argmax = sampling.greedy and sampling.repeat_penalty == 1.0
-        return self._graphs.get(argmax, sampling.repeat_last_n)
+        return self._graphs.get(sampling.argmax_only, sampling.penalty_window)
 
     # ------------------------------------------------------------------ generation
 
@@ -196,10 +190,7 @@ class Engine:
 
         graph = self._decode_graph(sampling) if self.graphs and max_new_tokens > 1 else None
         self.sampler.copy_from(sampling)
-        if sampling.seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(sampling.seed)
+        seed_generator(self.generator, sampling.seed)
         turn.finish_reason = "interrupted"  # until the loop says otherwise
         decode_started = time.perf_counter()
         for step in range(max_new_tokens):

@@ -8,7 +8,7 @@ import torch
 
 from gguflm.errors import GGUFLMError
 from gguflm.kv_cache import KVCache
-from gguflm.sampling import SamplerTensors, SamplingParams, sample
+from gguflm.sampling import SamplerTensors, SamplingParams, pick, seed_generator
 
 
 class Backend(Protocol):
@@ -21,15 +21,6 @@ class Backend(Protocol):
     def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor: ...
 
     def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor: ...
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(seed)
-    return gen
 
 
 def generate(
@@ -48,10 +39,9 @@ def generate(
     if cache.length + len(prompt) > cache.max_ctx:
         raise GGUFLMError(f"the prompt has {len(prompt)} tokens but the context holds {cache.max_ctx}")
     stop = frozenset(stop_ids)
-    device = model.device
-    tensors = SamplerTensors.from_params(params, device)
-    gen = make_generator(params.seed, device)
-    recent = list(prompt[-params.repeat_last_n :]) if params.repeat_last_n else []
+    tensors = SamplerTensors.from_params(params, model.device)
+    gen = seed_generator(torch.Generator(device=model.device), params.seed)
+    seq = list(prompt)  # what the cache holds, plus the token about to be fed
 
     logits = model.prefill(prompt, cache)[-1]
     for step in range(max_new_tokens):
@@ -59,13 +49,8 @@ def generate(
             if cache.length >= cache.max_ctx:
                 return
             logits = model.decode(token, cache)
-        if params.greedy and params.repeat_penalty == 1.0:
-            token = int(logits.argmax())
-        else:
-            history = torch.tensor(recent or [-1], dtype=torch.long, device=device)
-            token = int(sample(logits, tensors, history, gen))
+        token = pick(logits, params, tensors, seq, gen)
+        seq.append(token)
         yield token
         if token in stop:
             return
-        if params.repeat_last_n:
-            recent = (recent + [token])[-params.repeat_last_n :]

@@ -37,6 +37,16 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
+    @property
+    def argmax_only(self) -> bool:
+        """Greedy with the penalty off: an argmax, no sort, no random draw."""
+        return self.greedy and self.repeat_penalty == 1.0
+
+    @property
+    def penalty_window(self) -> int:
+        """How many recent tokens the penalty reads: 0 when it is off."""
+        return 0 if self.repeat_penalty == 1.0 else self.repeat_last_n
+
     @classmethod
     def greedy_params(cls) -> "SamplingParams":
         return cls(temperature=0.0)
@@ -67,6 +77,24 @@ class SamplerTensors:
         """Update in place (no re-allocation, so a captured graph sees the new values)."""
         for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
             getattr(self, name).fill_(getattr(p, name))
+
+
+def seed_generator(gen: torch.Generator, seed: int | None) -> torch.Generator:
+    """Seed `gen` with `seed`, or from fresh entropy when None."""
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: list[int], gen: torch.Generator) -> int:
+    """One token id from logits (n_vocab,) with the penalty reading the end of `tokens` (one host sync)."""
+    if p.argmax_only:
+        return int(logits.argmax())
+    recent = tokens[len(tokens) - p.penalty_window :] if p.penalty_window else []
+    history = torch.tensor(recent or [-1], dtype=torch.long, device=logits.device)
+    return int(sample(logits, t, history, gen))
 
 
 def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

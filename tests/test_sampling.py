@@ -76,3 +76,11 @@ def test_parameters_update_in_place():
 def test_bad_parameters_are_clear_errors(bad):
     with pytest.raises(GGUFLMError):
         SamplingParams(**bad)
+
+
+def test_penalty_off_reads_no_history():
+    """With repeat_penalty 1 the window is empty: no history ring is kept or scanned per token."""
+    assert SamplingParams(repeat_penalty=1.0, repeat_last_n=64).penalty_window == 0
+    assert SamplingParams(repeat_penalty=1.1, repeat_last_n=64).penalty_window == 64
+    assert SamplingParams(temperature=0.0).argmax_only
+    assert not SamplingParams(temperature=0.0, repeat_penalty=1.2).argmax_only
