@@ -69,7 +69,7 @@ def choose_context(model: Model, requested: int | None) -> tuple[int, str]:
             return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
         return ctx, ""
     free, _ = torch.cuda.mem_get_info(model.device)
-    elem = torch.finfo(getattr(model.backend, "cache_dtype", torch.float32)).bits // 8
+    elem = torch.finfo(model.backend.cache_dtype).bits // 8
     per_token = 2 * cfg.n_layers * cfg.kv_dim * elem  # K and V of every layer
     fits = int(free * 0.9) // per_token
     if fits < ctx:
@@ -127,12 +127,10 @@ class Engine:
     def _prefill(self, tokens: list[int]) -> torch.Tensor:
         """Append tokens to the cache in chunks; returns the last position's logits (n_vocab,)."""
         logits = None
-        # a backend that can run the output head on the last row only saves a (T, n_vocab) matrix per chunk
-        last_only = getattr(self.backend, "prefill_last", None)
         for start in range(0, len(tokens), PREFILL_CHUNK):
             chunk = tokens[start : start + PREFILL_CHUNK]
             self.cache.length = len(self.tokens)
-            logits = last_only(chunk, self.cache) if last_only else self.backend.prefill(chunk, self.cache)[-1]
+            logits = self.backend.prefill_last(chunk, self.cache)  # the head runs on one row per chunk
             self.tokens.extend(chunk)
         return logits
 

@@ -12,15 +12,24 @@ from gguflm.sampling import SamplerTensors, SamplingParams, pick, seed_generator
 
 
 class Backend(Protocol):
-    """What generation needs from a model implementation (reference or Triton)."""
+    """What generation needs from a model implementation (the torch reference or the Triton one)."""
 
     device: torch.device
+    cache_dtype: torch.dtype
 
     def new_cache(self, max_ctx: int | None = None) -> KVCache: ...
 
-    def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor: ...
+    def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """Logits (T, n_vocab) fp32 of tokens (T,) appended after the cache's contents."""
 
-    def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor: ...
+    def prefill_last(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """The same, only the last position's logits (n_vocab,)."""
+
+    def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (n_vocab,) of one token appended after the cache's contents."""
+
+    def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Graph-safe decode: token and position are (1,) device tensors; cache.length is the caller's."""
 
 
 def generate(

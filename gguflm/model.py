@@ -89,13 +89,24 @@ class Transformer:
     def device(self) -> torch.device:
         return self.weights.output_norm.device
 
-    def new_cache(self, max_ctx: int | None = None, dtype: torch.dtype = torch.float32) -> KVCache:
-        return KVCache.allocate(self.cfg, max_ctx or self.cfg.n_ctx_train, self.device, dtype)
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def new_cache(self, max_ctx: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        return KVCache.allocate(self.cfg, max_ctx or self.cfg.n_ctx_train, self.device, dtype or self.cache_dtype)
 
     def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
         """Run `tokens` (T,) after the cache's current contents; returns logits (T, n_vocab) fp32."""
         tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device).reshape(-1)
         return self.forward(tokens, cache)
+
+    def prefill_last(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """Like `prefill`, but only the last position's logits (n_vocab,): the head runs on one row."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device).reshape(-1)
+        if tokens.shape[0] == 0:
+            raise GGUFLMError("prefill_last needs at least one token")
+        return self.forward(tokens, cache, last_only=True)[0]
 
     def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
         """One token after the cache's contents; returns logits (n_vocab,) fp32."""
@@ -111,19 +122,21 @@ class Transformer:
         return self._run(token, pos, cache, cache.max_ctx)[0]
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Run tokens (T,) after the cache's contents; returns logits (T, n_vocab) fp32."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
+        """Run tokens (T,) after the cache's contents; returns logits (T, n_vocab) fp32 (last_only: (1, n_vocab))."""
         start, n = cache.length, tokens.shape[0]
         if start + n > cache.max_ctx:
             raise GGUFLMError(f"context is full: {start} + {n} tokens exceed the context size {cache.max_ctx}")
         if n == 0:
             return torch.empty((0, self.cfg.n_vocab), device=self.device)
         positions = torch.arange(start, start + n, device=self.device)
-        logits = self._run(tokens, positions, cache, start + n)
+        logits = self._run(tokens, positions, cache, start + n, last_only)
         cache.length = start + n
         return logits
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, span: int) -> torch.Tensor:
+    def _run(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, span: int, last_only: bool = False
+    ) -> torch.Tensor:
         """Tokens (T,) at `positions` (T,); attention reads cache entries [0, span) up to each position."""
         cfg, w = self.cfg, self.weights
         angles = rope_angles(cfg, positions, w.rope_freqs)  # (T, rope_dim/2)
@@ -133,6 +146,8 @@ class Transformer:
             h = rmsnorm(x, layer.attn_norm, cfg.norm_eps)
             x = x + self._attention(i, layer, h, angles, positions, mask, cache)
             x = x + self._feed_forward(layer, rmsnorm(x, layer.ffn_norm, cfg.norm_eps))
+        if last_only:
+            x = x[-1:]
         return linear(rmsnorm(x, w.output_norm, cfg.norm_eps), w.output)  # (T, n_vocab)
 
     def _attention(

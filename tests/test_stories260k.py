@@ -38,3 +38,13 @@ def test_graph_safe_decode_step_matches_decode(stories260k):
         b.length += 1
         assert (stepped - model.backend.decode(t, a)).abs().max() < 1e-5
     assert torch.allclose(a.k[:, :, : a.length], b.k[:, :, : b.length], atol=1e-5)
+
+
+def test_prefill_last_is_the_last_row_of_prefill(stories260k):
+    model = gguflm.load(stories260k, device="cpu")
+    ids = [1, 403, 407, 261, 378]
+    a, b = model.new_cache(8), model.new_cache(8)
+    full = model.backend.prefill(ids, a)
+    last = model.backend.prefill_last(ids, b)
+    assert last.shape == (model.config.n_vocab,) and (last - full[-1]).abs().max() < 1e-5
+    assert a.length == b.length == len(ids)
