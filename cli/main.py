@@ -22,7 +22,7 @@ def _root() -> None:
 
 
 def _register() -> None:
-    # Imported here so that `gguflm --help` stays fast and each command owns its module.
+    # Each command module registers its own command; importing them here keeps `import gguflm.cli.main` light.
     from gguflm.cli import bench, chat, info, convert, run, tokenize
 
     for module in (info, convert, tokenize, run, chat, bench):

@@ -1,8 +1,25 @@
 """gguflm: run GGUF language models with Triton kernels and a CUDA-graphed decode loop."""
 
-from gguflm.api import Model, load
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from gguflm.api import Model, load
+    from gguflm.sampling import SamplingParams
 
 __version__ = "0.1.0"
 __all__ = ["GGUFLMError", "Model", "SamplingParams", "load"]
+
+_LAZY = {"Model": "gguflm.api", "load": "gguflm.api", "SamplingParams": "gguflm.sampling"}
+
+
+def __getattr__(name: str):
+    """Import torch-backed names on first use, so `gguflm --help` need not load torch."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gguflm' has no attribute {name!r}")
