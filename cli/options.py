@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import gguf
 import typer
 
 from gguflm.errors import GGUFLMError
@@ -82,8 +82,6 @@ def load_model(path: Path, device: str):
     """Load a model under a spinner; returns (model, seconds taken)."""
     import gguflm
 
-    if not path.is_file():
-        raise GGUFLMError(f"{path}: no such model file")
     started = time.perf_counter()
     with status(f"loading {path.name}"):
         model = gguflm.load(path, device=device)
@@ -92,12 +90,10 @@ def load_model(path: Path, device: str):
 
 
 def make_engine(model, ctx: int | None, no_graph: bool):
-    """An Engine over `model`; --no-graph is passed on when the engine takes a `graphs` argument."""
+    """An Engine over `model`: CUDA graphs on a GPU unless --no-graph."""
     from gguflm.engine import Engine
 
-    if no_graph and "graphs" in inspect.signature(Engine).parameters:
-        return Engine(model, ctx, graphs=False)
-    return Engine(model, ctx)
+    return Engine(model, ctx, graphs=False if no_graph else None)
 
 
 def chat_template(model, option: str | None):
@@ -107,4 +103,4 @@ def chat_template(model, option: str | None):
     tok = model.tokenizer
     bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
     eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
-    return ChatTemplate.resolve(option, model.file.get("tokenizer.chat_template"), bos, eos)
+    return ChatTemplate.resolve(option, model.file.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE, None, str), bos, eos)

@@ -16,27 +16,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from gguflm.generate import Backend
 from gguflm.kv_cache import KVCache
-from gguflm.sampling import SamplerTensors, SamplingParams, sample
-
-
-def sampler_is_graph_safe(fn: Callable = sample) -> bool:
-    """Whether the sampler runs without reading a device value on the host (which capture forbids).
-
-    Runs it on meta tensors, where any such read (`.item()`, indexing by a 0-d tensor) raises.
-    """
-    meta = torch.device("meta")
-    try:
-        fn(torch.empty(64, device=meta), SamplerTensors.from_params(SamplingParams(), meta),
-           torch.empty(4, dtype=torch.long, device=meta), None)
-    except RuntimeError:
-        return False
-    return True
+from gguflm.sampling import SamplerTensors, sample
 
 
 @dataclass(frozen=True)
@@ -125,14 +110,11 @@ class DecodeGraphs:
         self.backend, self.cache = backend, cache
         self.tensors, self.generator = tensors, generator
         self.capture = capture
-        self.can_sample = sampler_is_graph_safe()
         self.graphs: dict[GraphKey, DecodeGraph] = {}
         self.failed: set[GraphKey] = set()
 
     def get(self, argmax: bool, history: int) -> DecodeGraph | None:
         """The graph for this sampling mode, captured on first use; None where it cannot be captured."""
-        if not argmax and not self.can_sample:
-            return None  # the caller decodes eagerly
         key = GraphKey(argmax, 0 if argmax else history)
         if key in self.failed:
             return None

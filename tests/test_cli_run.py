@@ -75,7 +75,7 @@ def test_chat_mode_renders_a_real_llama3_template(chat_models):
 
 
 def test_errors_are_one_line(stories260k, tmp_path):
-    assert "no such model file" in one_error_line(gguflm("run", "-m", str(tmp_path / "nope.gguf"), "-p", "x"))
+    assert "no such file" in one_error_line(gguflm("run", "-m", str(tmp_path / "nope.gguf"), "-p", "x"))
     long = gguflm("run", "-m", str(stories260k), "-c", "32", "-p", "once upon a time " * 20)
     assert "context holds 32" in one_error_line(long)
 
