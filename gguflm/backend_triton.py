@@ -33,7 +33,7 @@ def kernel_args(w: Weight) -> tuple[torch.Tensor, torch.Tensor | None]:
 def interpreter_gemv_config(w: Weight, n_mats: int = 1) -> GemvConfig:
     """Under TRITON_INTERPRET programs run one after another in numpy: few wide ones keep tests fast."""
     n, k = w.shape
-    block_k = min(256, triton.next_power_of_2(k))
+    block_k = max(32, min(256, triton.next_power_of_2(k)))  # the kernel works in 32-wide blocks
     return GemvConfig(block_n=min(256, triton.next_power_of_2(n // n_mats)), block_k=block_k, split_k=1, num_warps=1)
 
 

@@ -26,13 +26,14 @@ def _w_block(w_rows, d_rows, kk, kb, xv, k_hi, HAS_SCALE: tl.constexpr, EVEN_K: 
     else:
         w = tl.load(w_rows + kk[None, :, :], mask=(kk < k_hi)[None, :, :], other=0,
                     eviction_policy="evict_first")
-    part = tl.sum(w.to(tl.float32) * xv[None, :, :], axis=2)
-    if HAS_SCALE:
+    if HAS_SCALE:  # issued beside the weight load, not after the reduction: one memory round-trip
         if EVEN_K:
             dv = tl.load(d_rows + kb[None, :], eviction_policy="evict_first")
         else:
             dv = tl.load(d_rows + kb[None, :], mask=(kb < k_hi // 32)[None, :], other=0.0,
                          eviction_policy="evict_first")
+    part = tl.sum(w.to(tl.float32) * xv[None, :, :], axis=2)
+    if HAS_SCALE:
         part = part * dv.to(tl.float32)
     return part
 
@@ -162,8 +163,8 @@ def gemv_config(n_out: int, k: int, elem_bytes: int, n_mats: int = 1,
     block_k = 1024 // elem_bytes
     while block_k > 128 and k % block_k:
         block_k //= 2
-    if k % block_k:                                   # odd K: masked tail
-        block_k = min(1024 // elem_bytes, triton.next_power_of_2(k))
+    if k % block_k:                                   # odd K: masked tail (a block is >= 32 wide)
+        block_k = max(32, min(1024 // elem_bytes, triton.next_power_of_2(k)))
     row_bytes = block_k * elem_bytes * n_mats
     max_bn = max(1, 8192 // row_bytes)
     block_n = min(max_bn, triton.cdiv(512, row_bytes))   # at least 16 bytes per thread of a warp

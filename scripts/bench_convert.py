@@ -8,6 +8,7 @@ Usage: python scripts/bench_convert.py [--layers 22] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -98,9 +99,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=22)
     ap.add_argument("--keep", type=Path, default=None, help="Build in this folder and keep it.")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "synthetic-llama"
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         t = time.perf_counter()
         size = make_checkpoint(d, args.layers)
         n_shards = len(list(d.glob("*.safetensors")))

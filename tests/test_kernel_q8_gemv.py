@@ -77,7 +77,7 @@ def test_q8_gemv_silu_mul(f, k, cfg):
 
 
 @pytest.mark.parametrize("wdtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("n,k", [(5, 96), (123, 160)])
+@pytest.mark.parametrize("n,k", [(5, 96), (123, 160), (8, 16)])  # 16: rows shorter than one 32-wide block
 def test_dense_gemv(wdtype, n, k):
     w = ku.rand(n, k, dtype=wdtype, seed=11)
     x = ku.rand(k, seed=12)

@@ -124,7 +124,7 @@ def llama3_rope_factors(config: dict) -> torch.Tensor | None:
     old_ctx = rope.get("original_max_position_embeddings", config.get("original_max_position_embeddings", 8192))
     freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     out = []
-    for freq in freqs.tolist():
+    for freq in freqs:  # 0-d fp32 tensors, as llama.cpp computes them: the factors come out bit-identical
         wavelen = 2 * math.pi / freq
         if wavelen < old_ctx / high:
             out.append(1.0)
@@ -133,7 +133,7 @@ def llama3_rope_factors(config: dict) -> torch.Tensor | None:
         else:
             smooth = (old_ctx / wavelen - low) / (high - low)
             out.append(1 / ((1 - smooth) / factor + smooth))
-    return torch.tensor(out, dtype=torch.float32)
+    return torch.tensor([float(x) for x in out], dtype=torch.float32)
 
 
 def gguf_name(rules: ArchRules, n_layers: int, hf_name: str) -> str | None:

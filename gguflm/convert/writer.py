@@ -99,6 +99,7 @@ def _write_data(w: gguf.GGUFWriter, plan: ConversionPlan, progress: bool) -> Non
                 raise GGUFLMError(f"tensor {t.name} encoded to {written} bytes, expected {t.nbytes}.")
         w.write_padding(f, f.tell())
         f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes it visible under the final name
     finally:
         if bar is not None:
             bar.close()
