@@ -57,13 +57,17 @@ def _compile_all() -> dict:
                  stride_wn="i32", stride_dn="i32", stride_rm="i32", stride_om="i32", k_per_split="i32")
     aligned = ("x_ptr", "w_ptr", "d_ptr", "bias_ptr", "res_ptr", "out_ptr", "part_ptr", "K",
                "stride_xm", "stride_wn", "stride_dn", "k_per_split")
-    for n, k, glu, res in GEMV_CASES:
+    for n, k, glu, res, bias in GEMV_CASES:
         cfg = gemv.gemv_config(n, k, 1, 2 if glu else 1, num_sms=132)
         out[f"gemv-{n}-{k}"] = _compile(
             gemv._gemv_kernel, types,
             dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_SCALE=True, EVEN_K=True, GLU=glu,
-                 SPLIT=cfg.split_k > 1, HAS_BIAS=False, HAS_RES=res),
+                 SPLIT=cfg.split_k > 1, HAS_BIAS=bias, HAS_RES=res),
             aligned, num_warps=cfg.num_warps)
+    types_r = dict(part_ptr="*fp32", bias_ptr="*fp32", res_ptr="*fp32", out_ptr="*fp32", M="i32", N_OUT="i32",
+                   stride_rm="i32", stride_om="i32")
+    out["gemv-reduce"] = _compile(gemv._reduce_kernel, types_r,
+                                  dict(SPLIT_K=4, BLOCK=1024, GLU=False, HAS_BIAS=True, HAS_RES=True), ())
     for group, hd, cache in ATTN_CASES:
         types = {n: "i32" for n in ("n_head", "max_ctx", "s_q", "s_k0", "s_k1", "s_v0", "s_v1")}
         types.update(q_ptr="*fp32", kc_ptr=f"*{cache}", vc_ptr=f"*{cache}", pos_ptr="*i32",
@@ -74,6 +78,9 @@ def _compile_all() -> dict:
             dict(GROUP=group, HD=hd, BLOCK_G=16, BLOCK_D=max(16, hd), BLOCK_T=64, NUM_SPLITS=33, DOT_TY=dot,
                  PREC="ieee" if cache == "fp32" else "tf32"),
             ("q_ptr", "kc_ptr", "vc_ptr", "s_q", "s_k0", "s_k1", "s_v0", "s_v1"), num_stages=2)
+    out["attn-merge"] = _compile(attn._attn_merge_kernel,
+                                 dict(acc_ptr="*fp32", ml_ptr="*fp32", out_ptr="*fp32", n_head="i32", s_o="i32"),
+                                 dict(HD=128, NUM_SPLITS=33, BLOCK_S=64, BLOCK_D=128), ())
     types = dict(x_ptr="*fp16", qs_ptr="*i8", d_ptr="*fp16", out_ptr="*fp16", M="i32", N="i32",
                  K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
     cfg = gemm.gemm_config(512, 4096, 4096)
@@ -86,22 +93,27 @@ def _compile_all() -> dict:
     types.update(x_ptr="*fp32", res_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp16",
                  newres_ptr="*fp32", eps="fp32")
     block_h, block_r, warps = norm._settings(4096)
-    out["rmsnorm"] = _compile(norm._rmsnorm_kernel, types,
-                              dict(BLOCK_R=block_r, BLOCK_H=block_h, HAS_RES=True),
-                              ("x_ptr", "res_ptr", "w_ptr", "out_ptr", "newres_ptr", "H"), num_warps=warps)
+    for res in (True, False):  # decode runs without the residual (the GEMV epilogues add it)
+        out[f"rmsnorm-res{int(res)}"] = _compile(
+            norm._rmsnorm_kernel, types, dict(BLOCK_R=block_r, BLOCK_H=block_h, HAS_RES=res),
+            ("x_ptr", "res_ptr", "w_ptr", "out_ptr", "newres_ptr", "H"), num_warps=warps)
     types = {n: "i32" for n in ("n_head", "n_kv", "max_ctx", "s_qkv", "s_q0", "s_q1", "s_kc0",
                                 "s_kc1", "s_vc0", "s_vc1")}
     types.update(qkv_ptr="*fp32", pos_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32", kn_ptr="*fp32",
                  q_ptr="*fp32", kc_ptr="*fp16", vc_ptr="*fp16", inv_pos_scale="fp32",
                  log2_base="fp32", eps="fp32")
-    out["rope"] = _compile(rope._rope_cache_kernel, types,
-                           dict(HD=128, ROT=64, BLOCK_HALF=32, BLOCK_PASS=64, BLOCK_D=128, NEOX=True,
-                                HAS_FF=True, HAS_QN=True, HAS_KN=True), (), num_warps=1)
+    out["rope-neox"] = _compile(rope._rope_cache_kernel, types,  # Qwen3: q/k norms, partial rotation
+                                dict(HD=128, ROT=64, BLOCK_HALF=32, BLOCK_PASS=64, BLOCK_D=128, NEOX=True,
+                                     HAS_FF=True, HAS_QN=True, HAS_KN=True), (), num_warps=1)
+    out["rope-normal"] = _compile(rope._rope_cache_kernel, types,  # llama: adjacent pairs, the whole head
+                                  dict(HD=128, ROT=128, BLOCK_HALF=64, BLOCK_PASS=1, BLOCK_D=128, NEOX=False,
+                                       HAS_FF=False, HAS_QN=False, HAS_KN=False), (), num_warps=1)
     return out
 
 
-GEMV_CASES = [(4096, 4096, False, True), (14336, 4096, True, False), (128256, 2048, False, False),
-              (256, 4096, False, False)]
+# (N, K, gate+up, residual, bias); the last: Qwen2.5-7B's QKV, K not a multiple of 1024
+GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False),
+              (128256, 2048, False, False, False), (256, 4096, False, False, False), (4608, 3584, False, False, True)]
 # (group, head size, cache dtype); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher
 ATTN_CASES = [(4, 128, "fp16"), (8, 64, "bf16"), (1, 128, "fp32"), (2, 8, "fp16")]
 
@@ -120,7 +132,7 @@ def _no_spills(info):
     assert info["stack"] == 0
 
 
-@pytest.mark.parametrize("n,k", [(n, k) for n, k, _, _ in GEMV_CASES])
+@pytest.mark.parametrize("n,k", [(n, k) for n, k, *_ in GEMV_CASES])
 def test_q8_gemv_streams_with_16_byte_loads(compiled, n, k):
     info = compiled[f"gemv-{n}-{k}"]
     assert info["v4_loads"] and not info["byte_loads"]
@@ -137,7 +149,8 @@ def test_q8_gemm_uses_tensor_cores(compiled):
     _no_spills(compiled["gemm"])
 
 
-@pytest.mark.parametrize("name", ["rmsnorm", "rope"])
+@pytest.mark.parametrize("name", ["rmsnorm-res0", "rmsnorm-res1", "rope-neox", "rope-normal", "gemv-reduce",
+                                  "attn-merge"])
 def test_small_kernels_compile_without_spills(compiled, name):
     _no_spills(compiled[name])
 
