@@ -37,8 +37,6 @@ def chat(
     from gguflm.cli.repl import Repl
 
     sampling = o.sampling_params(temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-    if n_predict == 0:
-        o.max_tokens(n_predict, 1)  # raises the one clear message
     loaded, seconds = o.load_model(model, device)
     template = o.chat_template(loaded, chat_template)
     engine = o.make_engine(loaded, ctx, no_graph)

@@ -24,8 +24,16 @@ Ctx = Annotated[
         "--ctx", "-c", help="Context size in tokens (default: the model's, capped on the CPU).", show_default=False
     ),
 ]
+def _n_predict(value: int) -> int:
+    if value == 0:  # checked while parsing, before any model is loaded
+        raise GGUFLMError("--n-predict must be positive, or -1 for no limit")
+    return value
+
+
 NPredict = Annotated[
-    int, typer.Option("--n-predict", "-n", help="Most tokens to generate; -1: until end of generation or context full.")
+    int,
+    typer.Option("--n-predict", "-n", callback=_n_predict,
+                 help="Most tokens to generate; -1: until end of generation or context full."),
 ]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: random).", show_default=False)]
 Temp = Annotated[float, typer.Option("--temp", help="Temperature; 0 is greedy.")]
@@ -59,8 +67,6 @@ def sampling_params(
 
 def max_tokens(n_predict: int, ctx: int) -> int:
     """-1 (or any negative) means: until end of generation or the context is full."""
-    if n_predict == 0:
-        raise GGUFLMError("--n-predict must be positive, or -1 for no limit")
     return ctx if n_predict < 0 else n_predict
 
 

@@ -78,6 +78,8 @@ def test_errors_are_one_line(stories260k, tmp_path):
     assert "no such file" in one_error_line(gguflm("run", "-m", str(tmp_path / "nope.gguf"), "-p", "x"))
     long = gguflm("run", "-m", str(stories260k), "-c", "32", "-p", "once upon a time " * 20)
     assert "context holds 32" in one_error_line(long)
+    # checked before the (missing) model is even opened
+    assert "--n-predict must be positive" in one_error_line(gguflm("run", "-m", str(tmp_path / "x"), "-p", "x", "-n", "0"))
 
 
 def test_ctrl_c_stops_cleanly_with_exit_130(stories260k):
