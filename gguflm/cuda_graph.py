@@ -21,7 +21,7 @@ import torch
 
 from gguflm.generate import Backend
 from gguflm.kv_cache import KVCache
-from gguflm.sampling import SamplerTensors, sample
+from gguflm.sampling import SamplerTensors, SamplingParams, sample
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class GraphKey:
 
     argmax: bool  # greedy without a repetition penalty: argmax only, no sort, no RNG
     history: int  # ring buffer length for the repetition penalty (0: none kept)
+    top_k: int  # candidates ranked with topk (0: the whole vocabulary sorted)
+
+    @classmethod
+    def of(cls, p: SamplingParams) -> "GraphKey":
+        if p.argmax_only:
+            return cls(True, 0, 0)
+        return cls(False, p.penalty_window, p.top_k)
 
 
 class DecodeGraph:
@@ -58,7 +65,7 @@ class DecodeGraph:
         if self.key.argmax:
             self.next.copy_(logits.argmax().reshape(1))
         else:
-            self.next.copy_(sample(logits, self.tensors, self.ring, self.generator))
+            self.next.copy_(sample(logits, self.tensors, self.ring, self.generator, top_k=self.key.top_k))
         self.token.copy_(self.next)
         self.pos.add_(1)
 
@@ -113,9 +120,9 @@ class DecodeGraphs:
         self.graphs: dict[GraphKey, DecodeGraph] = {}
         self.failed: set[GraphKey] = set()
 
-    def get(self, argmax: bool, history: int) -> DecodeGraph | None:
+    def get(self, sampling: SamplingParams) -> DecodeGraph | None:
         """The graph for this sampling mode, captured on first use; None where it cannot be captured."""
-        key = GraphKey(argmax, 0 if argmax else history)
+        key = GraphKey.of(sampling)
         if key in self.failed:
             return None
         if key not in self.graphs:

@@ -150,7 +150,7 @@ class Engine:
         if self._graphs is None:
             self._graphs = DecodeGraphs(self.backend, self.cache, self.sampler, self.generator)
         self.cache.length = len(self.tokens)
-        return self._graphs.get(sampling.argmax_only, sampling.penalty_window)
+        return self._graphs.get(sampling)
 
     # ------------------------------------------------------------------ generation
 

@@ -94,7 +94,7 @@ def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: lis
         return int(logits.argmax())
     recent = tokens[len(tokens) - p.penalty_window :] if p.penalty_window else []
     history = torch.tensor(recent or [-1], dtype=torch.long, device=logits.device)
-    return int(sample(logits, t, history, gen))
+    return int(sample(logits, t, history, gen, top_k=p.top_k))
 
 
 def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -106,13 +106,24 @@ def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: t
 
 
 def sample(
-    logits: torch.Tensor, t: SamplerTensors, history: torch.Tensor, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    t: SamplerTensors,
+    history: torch.Tensor,
+    generator: torch.Generator | None = None,
+    top_k: int = 0,
 ) -> torch.Tensor:
-    """Draw one token id (a (1,) long tensor) from logits (n_vocab,) fp32, without a host sync."""
+    """Draw one token id (a (1,) long tensor) from logits (n_vocab,) fp32, without a host sync.
+
+    `top_k` > 0 (a fixed value, e.g. baked into a CUDA graph) ranks only that many candidates with
+    torch.topk instead of sorting the whole vocabulary; t.top_k must then not exceed it.
+    """
     logits = apply_repeat_penalty(logits.float(), history, t.repeat_penalty)
     greedy = logits.argmax().reshape(1)
 
-    sorted_logits, order = logits.sort(descending=True)  # (n_vocab,)
+    if 0 < top_k < logits.shape[0]:
+        sorted_logits, order = logits.topk(top_k)  # (top_k,), descending
+    else:
+        sorted_logits, order = logits.sort(descending=True)  # (n_vocab,)
     ranks = torch.arange(sorted_logits.shape[0], device=logits.device)
     keep = (ranks < t.top_k) | (t.top_k <= 0)
     probs = torch.softmax(sorted_logits.masked_fill(~keep, float("-inf")), dim=0)

@@ -84,3 +84,19 @@ def test_penalty_off_reads_no_history():
     assert SamplingParams(repeat_penalty=1.1, repeat_last_n=64).penalty_window == 64
     assert SamplingParams(temperature=0.0).argmax_only
     assert not SamplingParams(temperature=0.0, repeat_penalty=1.2).argmax_only
+
+
+def test_fixed_top_k_ranks_only_the_candidates_and_keeps_the_distribution():
+    """sample(top_k=k) ranks k candidates with topk; it must draw from the same distribution as the full sort."""
+    logits = torch.randn(2000, generator=torch.Generator().manual_seed(5))
+    p = SamplingParams(temperature=1.0, top_k=4, top_p=1.0, min_p=0.0)
+    t = SamplerTensors.from_params(p, "cpu")
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    full = [int(sample(logits, t, EMPTY, gen_a)) for _ in range(3000)]
+    fast = [int(sample(logits, t, EMPTY, gen_b, top_k=4)) for _ in range(3000)]
+    top4 = logits.topk(4).indices.tolist()
+    assert set(full) == set(fast) == set(top4)
+    expected = torch.softmax(logits[top4], 0)
+    for draws in (full, fast):
+        freq = torch.tensor([draws.count(i) for i in top4], dtype=torch.float32) / len(draws)
+        assert (freq - expected).abs().max() < 0.03
