@@ -157,7 +157,6 @@ class Repl:
             for piece in stream:
                 printer.feed(piece)
         except KeyboardInterrupt:
-            stream.close()
             printer.finish()
             self.info("[stopped]")
         else:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from gguflm.api import Model
-from gguflm.engine import Engine
+from gguflm.engine import Engine, sync
 from gguflm.quants import QuantWeight
 from gguflm.sampling import SamplingParams
 
@@ -58,21 +58,16 @@ class BenchReport:
 # ---------------------------------------------------------------------------- measurements
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int = 10) -> float:
     """Bytes per second of a large device-to-device copy, counting bytes read plus bytes written."""
     src = torch.empty(n_bytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # warm-up
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     for _ in range(repeats):
         dst.copy_(src)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - started
     del src, dst
     return 2 * n_bytes * repeats / seconds

@@ -48,6 +48,12 @@ class EngineStats:
     last: TurnStats = field(default_factory=TurnStats)
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so a host clock reads true times."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -253,5 +259,4 @@ class Engine:
         yield held + stream.flush()
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync(self.device)

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._launch import dot_dtype
+from .q8_gemv import dequantize_q8_0_ref
 
 # ---------------------------------------------------------------------------- kernel
 
@@ -106,6 +107,4 @@ def q8_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, *,
 
 def q8_gemm_ref(x, qs, d):
     """Torch reference: fp32 math, result in x's dtype."""
-    n, k = qs.shape
-    w = (qs.float().view(n, k // 32, 32) * d.float().unsqueeze(-1)).view(n, k)
-    return (x.float() @ w.T).to(x.dtype)
+    return (x.float() @ dequantize_q8_0_ref(qs, d).T).to(x.dtype)

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gguflm.quants import Q8_0
+
 from ._launch import num_sms
 
 # ---------------------------------------------------------------------------- kernels
@@ -273,8 +275,7 @@ def dequantize_q8_0_ref(qs: torch.Tensor, d: torch.Tensor | None) -> torch.Tenso
     """W (N, K) fp32 from qs int8 (N, K) and d fp16 (N, K/32); a dense qs passes through."""
     if d is None:
         return qs.float()
-    n, k = qs.shape
-    return (qs.float().view(n, k // 32, 32) * d.float().unsqueeze(-1)).view(n, k)
+    return Q8_0.dequantize(qs, d)  # the loader's reference, bit-exact with gguf.quants
 
 
 def q8_gemv_ref(x, qs, d, *, bias=None, residual=None):
