@@ -39,7 +39,7 @@ def bench(
 
     import gguflm
     from gguflm.bench import markdown, run_bench
-    from gguflm.bench_models import synthetic_model
+    from gguflm.synthetic.shapes import synthetic_model
 
     if (model is None) == (shape is None):
         raise GGUFLMError("give exactly one of --model FILE or --shape NAME")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import sys
 import time
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
-import gguf
 import typer
 
 from gguflm.errors import GGUFLMError
@@ -55,14 +59,61 @@ System = Annotated[Optional[str], typer.Option("--system", help="The system prom
 NoGraph = Annotated[bool, typer.Option("--no-graph", help="Decode eagerly, without CUDA graphs.")]
 
 
-def sampling_params(
-    temp: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float, repeat_last_n: int, seed: int | None
-) -> SamplingParams:
-    """The command line's sampling options as SamplingParams (invalid values raise GGUFLMError)."""
-    return SamplingParams(
-        temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
-    )
+@dataclass
+class ModelOptions:
+    """The options `run` and `chat` share: which model, where, and how much to generate."""
+
+    model: ModelPath
+    ctx: Ctx = None
+    n_predict: NPredict = -1
+    system: System = None
+    chat_template: ChatTemplateOpt = None
+    device: Device = "auto"
+    no_graph: NoGraph = False
+
+
+# parameter -> (its option, the SamplingParams field it sets); the defaults are llama.cpp's
+SAMPLING_OPTIONS = {
+    "temp": (Temp, "temperature"), "top_k": (TopK, "top_k"), "top_p": (TopP, "top_p"), "min_p": (MinP, "min_p"),
+    "repeat_penalty": (RepeatPenalty, "repeat_penalty"), "repeat_last_n": (RepeatLastN, "repeat_last_n"),
+    "seed": (Seed, "seed"),
+}
+
+
+def option_groups(command: Callable) -> Callable:
+    """Expand a command's grouped parameters into their options, declared once for every command.
+
+    A parameter `opts: ModelOptions` becomes that dataclass's options; a parameter `sampling`
+    becomes the sampling options (--temp ... --seed). The command receives each group as one
+    object (invalid sampling values raise GGUFLMError before anything is loaded).
+    """
+    kind = inspect.Parameter.KEYWORD_ONLY
+    groups: dict[str, Callable[[dict], object]] = {}  # parameter -> builds it from the parsed options
+    params = []
+    for p in inspect.signature(command, eval_str=True).parameters.values():
+        if p.name == "sampling":
+            params += [inspect.Parameter(name, kind, annotation=option, default=getattr(DEFAULTS, field))
+                       for name, (option, field) in SAMPLING_OPTIONS.items()]
+            groups[p.name] = lambda kw: SamplingParams(**{f: kw.pop(n) for n, (_, f) in SAMPLING_OPTIONS.items()})
+        elif dataclasses.is_dataclass(p.annotation):
+            cls, hints = p.annotation, typing.get_type_hints(p.annotation, include_extras=True)
+            fields = dataclasses.fields(cls)
+            params += [inspect.Parameter(f.name, kind, annotation=hints[f.name],
+                                         default=inspect.Parameter.empty if f.default is dataclasses.MISSING
+                                         else f.default) for f in fields]
+            groups[p.name] = lambda kw, cls=cls, fields=fields: cls(**{f.name: kw.pop(f.name) for f in fields})
+        else:
+            params.append(p.replace(kind=kind))
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        kwargs = {**defaults, **kwargs}
+        built = {name: build(kwargs) for name, build in groups.items()}
+        return command(**kwargs, **built)
+
+    wrapper.__signature__ = inspect.Signature(params)
+    return wrapper
 
 
 def max_tokens(n_predict: int, ctx: int) -> int:
@@ -96,17 +147,12 @@ def load_model(path: Path, device: str):
 
 
 def make_engine(model, ctx: int | None, no_graph: bool):
-    """An Engine over `model`: CUDA graphs on a GPU unless --no-graph."""
-    from gguflm.engine import Engine
-
-    return Engine(model, ctx, graphs=False if no_graph else None)
+    """The model's engine: CUDA graphs on a GPU unless --no-graph."""
+    return model.new_engine(ctx, graphs=False if no_graph else None)
 
 
 def chat_template(model, option: str | None):
-    """The template named by --chat-template, else the model's own, with the vocab's BOS/EOS texts."""
-    from gguflm.chat_template import ChatTemplate
+    """The template named by --chat-template, else the model's own."""
+    from gguflm.chat.template import ChatTemplate
 
-    tok = model.tokenizer
-    bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
-    eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
-    return ChatTemplate.resolve(option, model.file.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE, None, str), bos, eos)
+    return ChatTemplate.for_model(model, option)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
-from gguflm.chat_session import ChatSession
+from gguflm.chat.session import ChatSession
+from gguflm.chat.thinking import ThinkingSplitter
 from gguflm.errors import GGUFLMError
 
 DIM, YELLOW, RESET = "\x1b[2m", "\x1b[33m", "\x1b[0m"
@@ -37,52 +38,6 @@ def history_path() -> Path:
     """~/.local/share/gguflm/history, or under $XDG_DATA_HOME when set."""
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "gguflm" / "history"
-
-
-class ThinkingSplitter:
-    """Splits streamed text into (thinking, text) runs at <think> and </think>, even when a tag is cut."""
-
-    OPEN, CLOSE = "<think>", "</think>"
-
-    def __init__(self, thinking: bool = False):
-        self.thinking = thinking
-        self._held = ""
-        self._answer_started = False  # a <think> after answer text is just text
-        self._strip = False  # drop the blank lines between </think> and the answer
-
-    def feed(self, text: str) -> list[tuple[bool, str]]:
-        buf, out = self._held + text, []
-        while True:
-            tag = self.CLOSE if self.thinking else self.OPEN
-            at = buf.find(tag)
-            if at < 0 or (not self.thinking and (self._answer_started or buf[:at].strip())):
-                break
-            self._emit(out, buf[:at])
-            self.thinking = not self.thinking
-            self._strip = not self.thinking
-            buf = buf[at + len(tag) :]
-        keep = 0
-        if self.thinking or not self._answer_started:
-            tag = self.CLOSE if self.thinking else self.OPEN
-            keep = max((k for k in range(1, len(tag)) if buf.endswith(tag[:k])), default=0)
-        self._held = buf[len(buf) - keep :]
-        self._emit(out, buf[: len(buf) - keep])
-        return out
-
-    def flush(self) -> list[tuple[bool, str]]:
-        out: list[tuple[bool, str]] = []
-        self._emit(out, self._held)
-        self._held = ""
-        return out
-
-    def _emit(self, out: list, text: str) -> None:
-        if not self.thinking and self._strip:
-            text = text.lstrip("\n")
-            self._strip = not text
-        if text:
-            out.append((self.thinking, text))
-            if not self.thinking and text.strip():
-                self._answer_started = True
 
 
 class ReplyPrinter:

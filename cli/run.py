@@ -10,6 +10,7 @@ import typer
 
 from gguflm.cli import options as o
 from gguflm.errors import GGUFLMError
+from gguflm.sampling import SamplingParams
 
 
 def read_prompt(prompt: str | None) -> str:
@@ -22,56 +23,46 @@ def read_prompt(prompt: str | None) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
+@o.option_groups
 def run(
-    model: o.ModelPath,
+    *,
+    opts: o.ModelOptions,
     prompt: Annotated[
         Optional[str],
         typer.Option(
             "--prompt", "-p", help="The prompt; '-' reads stdin (default: stdin when it is a pipe).", show_default=False
         ),
     ] = None,
-    n_predict: o.NPredict = -1,
-    ctx: o.Ctx = None,
-    temp: o.Temp = o.DEFAULTS.temperature,
-    top_k: o.TopK = o.DEFAULTS.top_k,
-    top_p: o.TopP = o.DEFAULTS.top_p,
-    min_p: o.MinP = o.DEFAULTS.min_p,
-    repeat_penalty: o.RepeatPenalty = o.DEFAULTS.repeat_penalty,
-    repeat_last_n: o.RepeatLastN = o.DEFAULTS.repeat_last_n,
-    seed: o.Seed = None,
     chat: Annotated[
         bool, typer.Option("--chat", help="Wrap the prompt in the chat template as one user message.")
     ] = False,
-    system: o.System = None,
-    chat_template: o.ChatTemplateOpt = None,
-    device: o.Device = "auto",
-    no_graph: o.NoGraph = False,
     verbose_prompt: Annotated[
         bool, typer.Option("--verbose-prompt", help="Print the prompt's tokens to stderr.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No timings on stderr.")] = False,
+    sampling: SamplingParams,
 ) -> None:
     """Complete a prompt (raw text, BOS added as the vocab asks) or answer it as a chat message (--chat)."""
-    from gguflm.chat_session import encode_rendered
+    from gguflm.chat.session import encode_rendered
 
-    if not chat and (system is not None or chat_template is not None):
+    if not chat and (opts.system is not None or opts.chat_template is not None):
         raise GGUFLMError("--system and --chat-template only apply with --chat")
     text = read_prompt(prompt)
-    sampling = o.sampling_params(temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-    loaded, load_seconds = o.load_model(model, device)
+    loaded, load_seconds = o.load_model(opts.model, opts.device)
     tok = loaded.tokenizer
     if chat:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        ids = encode_rendered(tok, o.chat_template(loaded, chat_template).render(messages))
+        system = [{"role": "system", "content": opts.system}] if opts.system else []
+        ids = encode_rendered(tok, o.chat_template(loaded, opts.chat_template).render(
+            system + [{"role": "user", "content": text}]))
     else:
         ids = tok.encode(text, add_special=True, parse_special=True)
-    engine = o.make_engine(loaded, ctx, no_graph)
+    engine = o.make_engine(loaded, opts.ctx, opts.no_graph)
     if engine.context_message and not quiet:
         print(engine.context_message, file=sys.stderr)
     if verbose_prompt:
         for t in ids:
             print(f"{t:>8} -> {tok.token_to_piece(t)!r}", file=sys.stderr)
-    budget = o.max_tokens(n_predict, engine.ctx)
+    budget = o.max_tokens(opts.n_predict, engine.ctx)
 
     out, last, interrupted = sys.stdout, "\n", False
     try:

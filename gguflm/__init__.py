@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from gguflm.errors import GGUFLMError
 
 if TYPE_CHECKING:
-    from gguflm.api import Model, load
+    from gguflm.model import Model, load
     from gguflm.sampling import SamplingParams
 
 __version__ = "0.1.0"
 __all__ = ["GGUFLMError", "Model", "SamplingParams", "load"]
 
-_LAZY = {"Model": "gguflm.api", "load": "gguflm.api", "SamplingParams": "gguflm.sampling"}
+_LAZY = {"Model": "gguflm.model", "load": "gguflm.model", "SamplingParams": "gguflm.sampling"}
 
 
 def __getattr__(name: str):

@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from gguflm.api import Model
 from gguflm.engine import Engine, sync
-from gguflm.quants import QuantWeight
-from gguflm.sampling import SamplingParams
-
-GREEDY = SamplingParams.greedy_params()
+from gguflm.model import Model
+from gguflm.quants import PackedWeight
+from gguflm.sampling import GREEDY
 
 
 @dataclass
@@ -27,7 +25,7 @@ class DecodeResult:
     tok_s: float  # the default mode: graph replay on CUDA, eager on the CPU
     tok_s_eager: float
     graph_speedup: float | None  # None where there are no graphs (CPU)
-    bytes_per_token: int  # weights (Q8_0: 34/32 B per weight, one embedding row) + the KV cache read
+    bytes_per_token: int  # weights as stored (Q8_0: 34/32 B per weight; one embedding row) + the KV cache read
     achieved_gb_s: float
     fraction_of_copy_bw: float
 
@@ -75,26 +73,17 @@ def copy_bandwidth(device: torch.device, n_bytes: int, repeats: int = 10) -> flo
 
 def weight_bytes_per_token(model: Model) -> int:
     """Bytes of weights one decode step streams: every matrix and vector once, one embedding row."""
-
-    def size(w) -> int:
-        if w is None:
-            return 0
-        if isinstance(w, QuantWeight):
-            return w.nbytes
-        return w.numel() * w.element_size()
-
     w = model.weights
-    total = size(w.output) + size(w.output_norm) + size(w.tok_embd) // model.config.n_vocab
-    for layer in w.layers:
-        for name in ("attn_norm", "wqkv", "bqkv", "q_norm", "k_norm", "wo", "ffn_norm", "w_gate_up", "w_down"):
-            total += size(getattr(layer, name))
+    total = w.tok_embd.nbytes // model.config.n_vocab + (w.output.nbytes if w.tied else 0)
+    for name, t in w.tensors():
+        if name != "tok_embd":
+            total += t.nbytes if isinstance(t, PackedWeight) else t.numel() * t.element_size()
     return total
 
 
 def kv_bytes_per_token(engine: Engine, context: int) -> int:
     """Bytes of K and V one decode step reads at `context` (its own new row included)."""
-    k = engine.cache.k
-    return 2 * k.shape[0] * k.shape[1] * k.shape[3] * (context + 1) * k.element_size()
+    return engine.cache.row_bytes * (context + 1)
 
 
 def fill_cache(engine: Engine, context: int, rng: random.Random) -> None:
@@ -102,14 +91,14 @@ def fill_cache(engine: Engine, context: int, rng: random.Random) -> None:
     engine.reset()
     engine.cache.k[:, :, :context].normal_()
     engine.cache.v[:, :, :context].normal_()
-    engine.tokens = [rng.randrange(3, engine.model.config.n_vocab) for _ in range(context)]
+    engine.tokens = [rng.randrange(3, engine.backend.cfg.n_vocab) for _ in range(context)]
     engine.cache.length = context
 
 
 def time_decode(engine: Engine, context: int, steps: int, rng: random.Random) -> float:
     """Decode tokens per second after a cache of `context` tokens (one prefilled token, then `steps`)."""
     fill_cache(engine, context, rng)
-    prompt = engine.tokens + [rng.randrange(3, engine.model.config.n_vocab)]
+    prompt = engine.tokens + [rng.randrange(3, engine.backend.cfg.n_vocab)]
     for _ in engine.generate_ids(prompt, steps + 1, GREEDY, stop_ids=()):
         pass
     return engine.stats.last.decode_tok_s
@@ -118,7 +107,7 @@ def time_decode(engine: Engine, context: int, steps: int, rng: random.Random) ->
 def time_prefill(engine: Engine, n: int, rng: random.Random) -> PrefillResult:
     """Prefill speed and time to first token for an n-token prompt on an empty cache."""
     engine.reset()
-    prompt = [rng.randrange(3, engine.model.config.n_vocab) for _ in range(n)]
+    prompt = [rng.randrange(3, engine.backend.cfg.n_vocab) for _ in range(n)]
     started = time.perf_counter()
     next(iter(engine.generate_ids(prompt, 1, GREEDY, stop_ids=())))
     ttft = time.perf_counter() - started
@@ -144,22 +133,23 @@ def run_bench(model: Model, name: str, contexts: list[int], prefill: list[int], 
     rng = random.Random(0)
     bw = copy_bandwidth(device, copy_bytes or (2**30 if cuda else 2**26))
     ctx = max(max(contexts, default=0) + steps + 2, max(prefill, default=0) + 2)
-    engine = Engine(model, ctx=ctx)
     report = BenchReport(name, str(device), type(model.backend).__name__, bw / 1e9, weight_bytes_per_token(model))
-
-    for n in prefill:
-        time_prefill(engine, n, rng)  # Triton specializes on the shapes: compile outside the timing
-        report.prefill.append(time_prefill(engine, n, rng))
 
     modes = [True, False] if cuda else [False]
     speeds: dict[bool, dict[int, float]] = {}
-    for graphs in modes:
-        engine.graphs = graphs
+    for graphs in modes:  # one engine (one cache) at a time
+        engine = model.new_engine(ctx=ctx, graphs=graphs)
+        if graphs == modes[0]:
+            for n in prefill:
+                time_prefill(engine, n, rng)  # Triton specializes on the shapes: compile outside the timing
+                report.prefill.append(time_prefill(engine, n, rng))
         time_decode(engine, min(contexts), min(4, steps), rng)  # capture / compile outside the timings
         speeds[graphs] = {c: time_decode(engine, c, steps, rng) for c in contexts}
+        kv_row = kv_bytes_per_token(engine, 0)
+        del engine
     for c in contexts:
         tok_s, eager = speeds[modes[0]][c], speeds[False][c]
-        nbytes = report.weight_bytes_per_token + kv_bytes_per_token(engine, c)
+        nbytes = report.weight_bytes_per_token + kv_row * (c + 1)
         report.decode.append(DecodeResult(
             context=c, tok_s=tok_s, tok_s_eager=eager, graph_speedup=tok_s / eager if cuda else None,
             bytes_per_token=nbytes, achieved_gb_s=nbytes * tok_s / 1e9, fraction_of_copy_bw=nbytes * tok_s / bw,

@@ -6,14 +6,9 @@ from dataclasses import dataclass
 
 import gguf
 
+from gguflm import arch as archs
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import GGUFFile
-
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
-
-# llama.cpp's converter permutes Q/K rows for llama so rotation pairs are adjacent ("normal");
-# qwen2/qwen3 keep the HF layout and rotate halves ("neox").
-ROPE_MODES = {"llama": "normal", "qwen2": "neox", "qwen3": "neox"}
 
 # Scaling types handled: none, linear (positions divided by the factor), and llama3, whose
 # factors ship as the `rope_freqs` tensor. YaRN and longrope change attention itself.
@@ -51,8 +46,12 @@ class ModelConfig:
             raise GGUFLMError(f"rope scaling factor {self.rope_scale} must be positive")
 
     @property
+    def architecture(self) -> archs.Architecture:
+        return archs.get(self.arch)
+
+    @property
     def rope_mode(self) -> str:
-        return ROPE_MODES[self.arch]
+        return self.architecture.rope_mode
 
     @property
     def q_dim(self) -> int:
@@ -64,15 +63,9 @@ class ModelConfig:
 
     @classmethod
     def from_gguf(cls, gf: GGUFFile) -> "ModelConfig":
-        arch = gf.architecture
-        if arch not in SUPPORTED_ARCHITECTURES:
-            raise GGUFLMError(
-                f"architecture '{arch}' is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
-            )
+        record = archs.get(gf.architecture)
+        key = record.key
         k = gguf.Keys
-
-        def key(template: str) -> str:
-            return template.format(arch=arch)
 
         dim = gf.require(key(k.LLM.EMBEDDING_LENGTH), int)
         n_heads = gf.require(key(k.Attention.HEAD_COUNT), int)
@@ -89,21 +82,21 @@ class ModelConfig:
             raise GGUFLMError(
                 f"rope scaling '{scaling}' is not supported (supported: {', '.join(SUPPORTED_ROPE_SCALING)})"
             )
-        if scaling == "llama3" and "rope_freqs.weight" not in gf.tensors:
+        if scaling == "llama3" and archs.tensor_name(archs.T.ROPE_FREQS) not in gf.tensors:
             raise GGUFLMError("rope scaling 'llama3' needs the rope_freqs tensor, which the file lacks")
         rope_scale = 1.0
         if scaling == "linear":
             rope_scale = gf.get(key(k.Rope.SCALING_FACTOR), 1.0, float)
 
-        embd = gf.tensor("token_embd.weight")
+        embd = gf.tensor(archs.tensor_name(archs.T.TOKEN_EMBD))
         if len(embd.shape) != 2:
-            raise GGUFLMError(f"tensor 'token_embd.weight' has {len(embd.shape)} dimensions, expected 2")
+            raise GGUFLMError(f"tensor '{embd.name}' has {len(embd.shape)} dimensions, expected 2")
         n_vocab = int(embd.shape[1])
         n_tokens = len(gf.get(k.Tokenizer.LIST, [], list))
         if n_tokens and n_tokens != n_vocab:  # token ids would index past one or the other
             raise GGUFLMError(f"the tokenizer has {n_tokens} tokens but token_embd has {n_vocab} rows")
         return cls(
-            arch=arch,
+            arch=record.name,
             n_vocab=n_vocab,
             n_ctx_train=gf.get(key(k.LLM.CONTEXT_LENGTH), 2048, int),
             dim=dim,

@@ -1,8 +1,9 @@
 """The decode step, output head and sampler captured once as a CUDA graph and replayed per token.
 
-Static inputs: the token and its position (device tensors), the sampler parameters
-(`SamplerTensors`, updated in place) and a ring buffer of recent tokens for the repetition
-penalty. The graph ends by feeding its sampled token and the next position back into its own
+Static inputs: the token and its position (device tensors), the sampler parameters that are
+tensors (`SamplerTensors`: temperature, top-p, min-p, penalty; updated in place) and a ring
+buffer of recent tokens for the repetition penalty. What shapes the captured code (argmax-only
+or not, the penalty window, top-k) is the `GraphKey`: each key is captured once. The graph ends by feeding its sampled token and the next position back into its own
 inputs, so a step is one `replay()` and one `.item()` (the only host sync per token), and the
 engine can launch step k+1 before its caller has handled token k.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gguflm.generate import Backend
+from gguflm.backends import Backend
 from gguflm.kv_cache import KVCache
 from gguflm.sampling import SamplerTensors, SamplingParams, sample
 

@@ -1,21 +1,26 @@
-"""The engine: one model, one KV cache sized to the context, and the tokens that cache holds.
+"""The engine, THE generation loop: one backend, one KV cache sized to the context, and the tokens
+that cache holds. Every way in (the Python API, `run`, `chat`, the benchmark) generates through it.
 
 `generate` streams text; `generate_ids` streams token ids. A new prompt reuses the longest
 common prefix already in the cache, so a chat turn prefills only what the template added.
+Sampling defaults to greedy (as transformers does) unless `SamplingParams` are given.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
-from gguflm.api import Model
+from gguflm.backends import Backend
 from gguflm.cuda_graph import DecodeGraph, DecodeGraphs
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplerTensors, SamplingParams, pick, seed_generator
+from gguflm.sampling import GREEDY, SamplerTensors, SamplingParams, pick, seed_generator
+
+if TYPE_CHECKING:
+    from gguflm.tokenizer import Tokenizer
 
 PREFILL_CHUNK = 512  # tokens per prefill call: bounds activation memory for long prompts
 CPU_DEFAULT_CTX = 4096  # the CPU cache is fp32; a model's full training context rarely fits
@@ -62,20 +67,20 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def choose_context(model: Model, requested: int | None) -> tuple[int, str]:
+def choose_context(backend: Backend, requested: int | None) -> tuple[int, str]:
     """The context size to allocate and a message saying why, when it differs from what was asked."""
-    cfg = model.config
+    cfg = backend.cfg
     if requested is not None:
         if requested <= 0:
             raise GGUFLMError(f"context size must be positive, not {requested}")
         return requested, ""
     ctx = cfg.n_ctx_train
-    if model.device.type == "cpu":
+    if backend.device.type == "cpu":
         if ctx > CPU_DEFAULT_CTX:
             return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
         return ctx, ""
-    free, _ = torch.cuda.mem_get_info(model.device)
-    elem = torch.finfo(model.backend.cache_dtype).bits // 8
+    free, _ = torch.cuda.mem_get_info(backend.device)
+    elem = torch.finfo(backend.cache_dtype).bits // 8
     per_token = 2 * cfg.n_layers * cfg.kv_dim * elem  # K and V of every layer
     fits = int(free * 0.9) // per_token
     if fits < ctx:
@@ -90,18 +95,22 @@ class Engine:
     `self.tokens` is the truth: a step writes the cache first and appends its token after, so an
     interrupt anywhere leaves `tokens` a prefix of what the cache holds, and the next call
     resets `cache.length` from it. With `graphs` (default on CUDA) each decode step and its
-    sampling replay one captured CUDA graph; `graphs=False` runs the same step eagerly.
+    sampling replay one captured CUDA graph; `graphs=False` decodes eagerly. `capture=False`
+    keeps the graph path but runs its step body eagerly each token (checks its logic on the CPU).
+    `tokenizer` gives the default stop set (its end-of-generation ids) and text in `generate`.
     """
 
-    def __init__(self, model: Model, ctx: int | None = None, graphs: bool | None = None):
-        self.model = model
-        self.backend = model.backend
+    def __init__(self, backend: Backend, tokenizer: Tokenizer | None = None, ctx: int | None = None,
+                 graphs: bool | None = None, capture: bool = True):
+        self.backend = backend
+        self.tokenizer = tokenizer
         if graphs is None:
-            graphs = model.device.type == "cuda"
-        if graphs and model.device.type != "cuda":
+            graphs = backend.device.type == "cuda"
+        if graphs and capture and backend.device.type != "cuda":
             raise GGUFLMError("CUDA graphs need a CUDA device (run without graphs on the CPU)")
         self.graphs = graphs
-        self.ctx, self.context_message = choose_context(model, ctx)
+        self.capture = capture
+        self.ctx, self.context_message = choose_context(backend, ctx)
         try:
             self.cache = self.backend.new_cache(self.ctx)
         except torch.OutOfMemoryError:
@@ -112,10 +121,16 @@ class Engine:
         self.sampler = SamplerTensors.from_params(SamplingParams(), self.device)
         self.generator = torch.Generator(device=self.device)
         self._graphs: DecodeGraphs | None = None
+        self._busy = False  # one generation at a time: the cache is one conversation
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.backend.device
+
+    @property
+    def captured(self) -> int:
+        """How many decode graphs have been captured (one per sampling mode used)."""
+        return 0 if self._graphs is None else len(self._graphs.graphs)
 
     def reset(self) -> None:
         """Forget the conversation (the cache memory is kept)."""
@@ -154,7 +169,7 @@ class Engine:
     def _decode_graph(self, sampling: SamplingParams) -> DecodeGraph | None:
         """The captured step for this sampling mode (captured on first use); None: decode eagerly."""
         if self._graphs is None:
-            self._graphs = DecodeGraphs(self.backend, self.cache, self.sampler, self.generator)
+            self._graphs = DecodeGraphs(self.backend, self.cache, self.sampler, self.generator, self.capture)
         self.cache.length = len(self.tokens)
         return self._graphs.get(sampling)
 
@@ -167,16 +182,25 @@ class Engine:
         sampling: SamplingParams | None = None,
         stop_ids: Iterable[int] | None = None,
     ) -> Iterator[int]:
-        """Yield sampled ids after `prompt` (which may extend what the cache holds); stop ids are yielded."""
+        """Yield sampled ids after `prompt` (which may extend what the cache holds); stop ids are yielded.
+
+        `sampling` None is greedy; `stop_ids` None is the tokenizer's end-of-generation set.
+        """
+        if self._busy:
+            raise GGUFLMError("this engine is already generating: finish or close the other stream first")
+        self._busy = True
         try:
-            yield from self._generate_ids(prompt, max_new_tokens, sampling or SamplingParams(), stop_ids)
+            yield from self._generate_ids(prompt, max_new_tokens, sampling or GREEDY, stop_ids)
         finally:  # however the turn ended (stop, close, Ctrl-C), the cache length follows self.tokens
             self.cache.length = len(self.tokens)
+            self._busy = False
 
     def _generate_ids(
         self, prompt: list[int], max_new_tokens: int, sampling: SamplingParams, stop_ids: Iterable[int] | None
     ) -> Iterator[int]:
-        stop = frozenset(self.model.tokenizer.eog_ids if stop_ids is None else stop_ids)
+        if stop_ids is None:
+            stop_ids = self.tokenizer.eog_ids if self.tokenizer is not None else ()
+        stop = frozenset(stop_ids)
         if not prompt:
             raise GGUFLMError("the prompt is empty: at least one token is needed")
         if len(prompt) >= self.ctx:
@@ -234,7 +258,9 @@ class Engine:
         parse_special: bool = True,
     ) -> Iterator[str]:
         """Stream text pieces of the continuation; end-of-generation tokens are not printed."""
-        tok = self.model.tokenizer
+        tok = self.tokenizer
+        if tok is None:
+            raise GGUFLMError("the model file has no tokenizer, so it cannot generate text (generate ids instead)")
         ids = tok.encode(prompt, add_special=add_special, parse_special=parse_special) if isinstance(prompt, str) else prompt
         # generation from BOS alone drops the first piece's leading space, as llama.cpp prints it
         stream = tok.stream(continuation=any(not tok.is_special(t) for t in ids))

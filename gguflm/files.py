@@ -1,22 +1,42 @@
-"""Writing files so that a failure or Ctrl-C never leaves a half-written file under the final name."""
+"""Writing files so that a failure, Ctrl-C or a crash never leaves a half-written file under the final name."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from gguflm.errors import GGUFLMError
 
 
-def write_text_atomic(path: str | os.PathLike, text: str, what: str = "the file") -> Path:
-    """Write `text` to a temporary name beside `path`, then rename it into place."""
+def temp_path(path: Path) -> Path:
+    """The hidden name a file is written under before it is complete: `.NAME.PID.part` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, what: str = "the file") -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; on success it is fsynced and renamed to `path`.
+
+    Any exception (Ctrl-C included) removes the temporary file and leaves `path` as it was; an
+    OSError becomes one GGUFLMError naming `what` and the path.
+    """
     path = Path(path).expanduser()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
+        with open(tmp, "rb+") as f:  # the bytes reach the disk before the name does
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         raise GGUFLMError(f"cannot write {what} to {str(path)!r}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str = "the file") -> Path:
+    """Write `text` (UTF-8) to `path` through `atomic_write`."""
+    with atomic_write(path, what) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path).expanduser()

@@ -27,3 +27,8 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of K and V of one position, all layers: what attention reads per cached token."""
+        return self.nbytes // self.max_ctx

@@ -1,7 +1,9 @@
 """Token sampling as llama.cpp chains it: penalties, top-k, top-p, min-p, temperature, then a seeded draw.
 
 Every step is a tensor op on the logits' device with the parameters as tensors, so a caller
-can run it without a host sync (and inside a CUDA graph, changing parameters by copying in).
+can run it without a host sync, and inside a CUDA graph. There temperature, top-p, min-p and the
+penalty strength are copied in; top-k and the penalty window size shape the captured code, so
+each value of those gets a graph of its own (`cuda_graph.GraphKey`).
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ class SamplingParams:
 
     @classmethod
     def greedy_params(cls) -> "SamplingParams":
-        return cls(temperature=0.0)
+        return GREEDY
 
     def with_(self, **changes) -> "SamplingParams":
         return replace(self, **changes)
+
+
+GREEDY = SamplingParams(temperature=0.0)  # the API's default: generation without sampling params is greedy
 
 
 @dataclass

@@ -3,6 +3,7 @@
 Pass 1: grid (n_kv, NUM_SPLITS); program (g, s) attends all q heads of kv head g over the s-th
 slice of the valid length. Pass 2 merges the slices with their log-sum-exp weights.
 The grid depends only on (n_kv, max_ctx), never on the valid length, so a CUDA graph replays it.
+Reference: `gguflm.ops.attention` over the valid rows.
 """
 
 import math
@@ -11,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import dot_dtype, num_sms
+from .settings import ATTENTION_STAGES, ATTENTION_WARPS, MERGE_WARPS, attention_config, dot_dtype, num_sms
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -92,13 +93,6 @@ def _attn_merge_kernel(acc_ptr, ml_ptr, out_ptr, n_head, s_o,
 # ---------------------------------------------------------------------------- launcher
 
 
-def attention_config(n_kv: int, max_ctx: int, num_sms: int = 132) -> tuple[int, int]:
-    """(BLOCK_T, NUM_SPLITS): about two programs per SM, never more slices than BLOCK_T rows."""
-    block_t = 64
-    splits = max(1, min(triton.cdiv(2 * num_sms, n_kv), triton.cdiv(max_ctx, block_t)))
-    return block_t, splits
-
-
 def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      pos: torch.Tensor, *, sm_scale: float | None = None,
                      out: torch.Tensor | None = None, num_splits: int | None = None) -> torch.Tensor:
@@ -133,24 +127,9 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         max_ctx, q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         GROUP=group, HD=hd, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d,
         BLOCK_T=block_t, NUM_SPLITS=splits, DOT_TY=dot_dtype(k_cache.dtype),
-        PREC="ieee" if k_cache.dtype == torch.float32 else "tf32", num_warps=4,
-        num_stages=2)
+        PREC="ieee" if k_cache.dtype == torch.float32 else "tf32", num_warps=ATTENTION_WARPS,
+        num_stages=ATTENTION_STAGES)
     _attn_merge_kernel[(n_head,)](
         acc, ml, out, n_head, out.stride(0), HD=hd, NUM_SPLITS=splits,
-        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, num_warps=4)
+        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, num_warps=MERGE_WARPS)
     return out
-
-
-# ---------------------------------------------------------------------------- reference
-
-
-def attention_decode_ref(q, k_cache, v_cache, pos, *, sm_scale=None):
-    """Torch reference (fp32 math, result in q's dtype)."""
-    n_kv, _, hd = k_cache.shape
-    n_head = q.shape[0]
-    L = int(pos.reshape(-1)[0]) + 1
-    k = k_cache[:, :L].float().repeat_interleave(n_head // n_kv, dim=0)   # (n_head, L, hd)
-    v = v_cache[:, :L].float().repeat_interleave(n_head // n_kv, dim=0)
-    scale = (1.0 / math.sqrt(hd)) if sm_scale is None else sm_scale
-    att = torch.softmax(torch.einsum("hd,htd->ht", q.float(), k) * scale, dim=-1)
-    return torch.einsum("ht,htd->hd", att, v).to(q.dtype)

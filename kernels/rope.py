@@ -1,37 +1,17 @@
-"""Rotary position embedding fused with the KV-cache write (and optionally Qwen3's q/k norm)."""
+"""Rotary position embedding fused with the KV-cache write (and optionally Qwen3's q/k norm).
+
+The rotation is described by `gguflm.ops.Rope`; `gguflm.ops.qkv_heads` + `write_cache` is its reference.
+"""
 
 import math
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from gguflm.ops import Rope
 
-@dataclass(frozen=True)
-class RopeConfig:
-    """mode "normal" rotates (x[2i], x[2i+1]) (llama); "neox" rotates (x[i], x[i + rot_dim/2]).
-
-    theta_i = (pos / pos_scale) * base^(-2i/rot_dim) / freq_factors[i]; dims >= rot_dim pass through.
-    """
-    head_dim: int
-    rot_dim: int | None = None                 # None: the whole head
-    base: float = 10000.0
-    mode: str = "normal"
-    pos_scale: float = 1.0                     # linear position scaling
-    freq_factors: torch.Tensor | None = None   # fp32 (rot_dim/2,), Llama 3.1 "rope_freqs"
-
-    def __post_init__(self):
-        rot = self.rot_dim if self.rot_dim is not None else self.head_dim
-        if self.mode not in ("normal", "neox"):
-            raise ValueError(f"rope mode must be 'normal' or 'neox', got {self.mode!r}")
-        if rot % 2 or not 0 < rot <= self.head_dim:
-            raise ValueError(f"rope rot_dim must be even and <= head_dim {self.head_dim}, got {rot}")
-        object.__setattr__(self, "rot_dim", rot)
-        ff = self.freq_factors
-        if ff is not None and (tuple(ff.shape) != (rot // 2,) or ff.dtype != torch.float32):
-            raise ValueError(f"rope freq_factors must be fp32 ({rot // 2},), "
-                             f"got {ff.dtype} {tuple(ff.shape)}")
+from .settings import ROPE_WARPS
 
 
 # ---------------------------------------------------------------------------- kernel
@@ -122,7 +102,7 @@ def _rope_cache_kernel(qkv_ptr, pos_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr, kc_ptr, 
 
 
 def rope_and_cache(qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
-                   v_cache: torch.Tensor, rope: RopeConfig, *, n_head: int,
+                   v_cache: torch.Tensor, rope: Rope, *, n_head: int,
                    q_out: torch.Tensor | None = None, q_norm: torch.Tensor | None = None,
                    k_norm: torch.Tensor | None = None, norm_eps: float = 1e-6) -> torch.Tensor:
     """Rotate q and k of a fused qkv (N,) or (M, N) at positions pos[0] + m; write k, v to the caches.
@@ -168,48 +148,5 @@ def rope_and_cache(qkv: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
         HD=hd, ROT=rot, BLOCK_HALF=triton.next_power_of_2(rot // 2),
         BLOCK_PASS=max(1, triton.next_power_of_2(hd - rot)), BLOCK_D=triton.next_power_of_2(hd),
         NEOX=rope.mode == "neox", HAS_FF=rope.freq_factors is not None,
-        HAS_QN=q_norm is not None, HAS_KN=k_norm is not None, num_warps=1)
+        HAS_QN=q_norm is not None, HAS_KN=k_norm is not None, num_warps=ROPE_WARPS)
     return q_out
-
-
-# ---------------------------------------------------------------------------- reference
-
-
-def rope_ref(x: torch.Tensor, positions: torch.Tensor, rope: RopeConfig) -> torch.Tensor:
-    """Rotate x (M, heads, head_dim) at positions (M,); returns fp32."""
-    rot, half = rope.rot_dim, rope.rot_dim // 2
-    inv_freq = rope.base ** (-torch.arange(half, dtype=torch.float64) * 2 / rot)
-    if rope.freq_factors is not None:
-        inv_freq = inv_freq / rope.freq_factors.double().cpu()
-    theta = (positions.double().cpu()[:, None] / rope.pos_scale) * inv_freq[None, :]   # (M, half)
-    cos, sin = theta.cos().float()[:, None, :], theta.sin().float()[:, None, :]
-    cos, sin = cos.to(x.device), sin.to(x.device)
-    y = x.float().clone()
-    if rope.mode == "neox":
-        x1, x2 = y[..., :half].clone(), y[..., half:rot].clone()
-        y[..., :half], y[..., half:rot] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
-    else:
-        x1, x2 = y[..., 0:rot:2].clone(), y[..., 1:rot:2].clone()
-        y[..., 0:rot:2], y[..., 1:rot:2] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
-    return y
-
-
-def rope_and_cache_ref(qkv, pos, k_cache, v_cache, rope, *, n_head, q_norm=None, k_norm=None,
-                       norm_eps=1e-6):
-    """Reference for rope_and_cache: returns (q fp32, new k_cache, new v_cache); inputs untouched."""
-    from .rmsnorm import rmsnorm_ref
-
-    n_kv, _, hd = k_cache.shape
-    qkv2 = (qkv if qkv.dim() == 2 else qkv.unsqueeze(0)).float()
-    m = qkv2.shape[0]
-    q = qkv2[:, : n_head * hd].reshape(m, n_head, hd)
-    k = qkv2[:, n_head * hd: (n_head + n_kv) * hd].reshape(m, n_kv, hd)
-    v = qkv2[:, (n_head + n_kv) * hd:].reshape(m, n_kv, hd)
-    q = q if q_norm is None else rmsnorm_ref(q, q_norm, norm_eps)[0]
-    k = k if k_norm is None else rmsnorm_ref(k, k_norm, norm_eps)[0]
-    positions = pos.long().cpu()[0] + torch.arange(m)
-    q, k = rope_ref(q, positions, rope), rope_ref(k, positions, rope)
-    kc, vc = k_cache.clone(), v_cache.clone()
-    kc[:, positions] = k.transpose(0, 1).to(kc.dtype)
-    vc[:, positions] = v.transpose(0, 1).to(vc.dtype)
-    return (q if qkv.dim() == 2 else q[0]), kc, vc

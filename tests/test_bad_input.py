@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import gguflm
+from gguflm.arch import QKV_BIAS
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import open_gguf
@@ -73,7 +74,7 @@ def test_each_bad_file_raises_clear_error(tmp_path):
 
 def test_cli_reports_bad_files_in_one_line(tmp_path):
     for path, words in broken_files(tmp_path):
-        result = run_cli("info", str(path))
+        result = run_cli("run", "-m", str(path), "-p", "hi", "-n", "1")
         assert result.returncode == 1, (path.name, result.stderr)
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0 and words in result.stderr
@@ -92,7 +93,8 @@ def validate(path) -> None:
 
 def test_mutation_fuzz_only_clear_errors(tmp_path):
     """Flipped bytes in the header and metadata, and truncation anywhere: only GGUFLMError escapes."""
-    valid = write_synthetic_gguf(tmp_path / "valid.gguf", SyntheticSpec(n_layers=1, qtype="Q8_0", qkv_bias=True))
+    valid = write_synthetic_gguf(tmp_path / "valid.gguf",
+                                 SyntheticSpec(n_layers=1, qtype="Q8_0", extras=frozenset({QKV_BIAS})))
     data = valid.read_bytes()
     header_end = min(t.data_offset for t in gguf.GGUFReader(valid).tensors)
     rng = np.random.default_rng(0)

@@ -114,13 +114,12 @@ def test_a_real_llama3_template_with_alt_enter_and_exit(chat_models, tmp_path):
 
 def test_piped_messages_get_one_reply_each_on_stdout(stories260k, tmp_path):
     import gguflm
-    from gguflm.chat_session import ChatSession
-    from gguflm.chat_template import ChatTemplate
-    from gguflm.engine import Engine
+    from gguflm.chat.session import ChatSession
+    from gguflm.chat.template import ChatTemplate
     from gguflm.sampling import SamplingParams
 
     model = gguflm.load(stories260k, device="cpu")
-    session = ChatSession(Engine(model), ChatTemplate.resolve("chatml", None), sampling=SamplingParams(temperature=0),
+    session = ChatSession(model.new_engine(), ChatTemplate.resolve("chatml", None), sampling=SamplingParams(temperature=0),
                           max_tokens=6)
     expected = "".join("".join(session.send(m)) + "\n" for m in ("Hello", "Tell me more"))
     result = subprocess.run(

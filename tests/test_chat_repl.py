@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from gguflm.cli.repl import DIM, RESET, ReplyPrinter, ThinkingSplitter, history_path, read_block
+from gguflm.chat.thinking import ThinkingSplitter
+from gguflm.cli.repl import DIM, RESET, ReplyPrinter, history_path, read_block
 
 REPLY = "<think>\nLet me see.\n</think>\n\nThe answer is 4."
 

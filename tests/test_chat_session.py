@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import gguflm
-from gguflm.chat_session import ChatSession, encode_rendered
-from gguflm.chat_template import ChatTemplate
-from gguflm.engine import Engine, common_prefix
+from gguflm.chat.session import ChatSession, encode_rendered
+from gguflm.chat.template import ChatTemplate
+from gguflm.engine import common_prefix
 from gguflm.errors import GGUFLMError
 from gguflm.sampling import SamplingParams
 from test_chat_models import make_chat_models
@@ -37,7 +37,7 @@ def session_for(path, ctx=None, template=None, max_tokens=6, sampling=GREEDY, sy
     tok = model.tokenizer
     chat = ChatTemplate.resolve(template, model.file.get("tokenizer.chat_template"),
                                 tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
-    return ChatSession(Engine(model, ctx), chat, system=system, sampling=sampling, max_tokens=max_tokens)
+    return ChatSession(model.new_engine(ctx), chat, system=system, sampling=sampling, max_tokens=max_tokens)
 
 
 def say(session: ChatSession, text: str) -> str:
@@ -63,7 +63,7 @@ def test_second_turn_prefills_only_the_new_tokens_and_matches_a_fresh_prefill(st
     engine.truncate(len(full_ids) - 1)
     assert engine.tokens == full_ids[:-1]
     cached = engine.backend.prefill([full_ids[-1]], engine.cache)[-1]
-    fresh = engine.model.logits(full_ids)[-1]
+    fresh = engine.backend.prefill(full_ids, engine.backend.new_cache(len(full_ids)))[-1]
     assert torch.allclose(cached, fresh, atol=1e-4)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gguflm.chat_template import BUILTIN_TEMPLATES, ChatTemplate
+from gguflm.chat.template import BUILTIN_TEMPLATES, ChatTemplate
 from gguflm.errors import GGUFLMError
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "chat_templates"

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from gguflm.chat_template import ChatTemplate
+from gguflm.chat.template import ChatTemplate
 from gguflm.errors import GGUFLMError
 
 MESSAGES = [{"role": "user", "content": "hi"}]

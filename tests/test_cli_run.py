@@ -47,11 +47,10 @@ def test_greedy_200_tokens_print_llama_cpp_text_and_timings_go_to_stderr(stories
 
 def test_prompt_from_stdin_continues_it_greedily(stories260k):
     import gguflm as lib
-    from gguflm.engine import Engine
     from gguflm.sampling import SamplingParams
 
     model = lib.load(stories260k, device="cpu")
-    expected = "".join(Engine(model).generate("Once upon a time", 16, SamplingParams.greedy_params()))
+    expected = "".join(model.new_engine().generate("Once upon a time", 16, SamplingParams.greedy_params()))
     result = gguflm("run", "-m", str(stories260k), "-n", "16", "--temp", "0", "-q", stdin="Once upon a time\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected + "\n" and expected.strip()

@@ -9,8 +9,13 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from gguflm.convert import convert_checkpoint
-from gguflm.convert.arch import permute_qk, unpermute_qk
+from gguflm.convert.hparams import permute_qk
 from tiny_hf import ARCHS, load_hf_model, make_tiny_checkpoint
+
+
+def unpermute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Inverse of `permute_qk`, written independently: each head's (d/2, 2) pairs back to HF's (2, d/2) halves."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}

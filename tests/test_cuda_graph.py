@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import gguflm
-from gguflm.engine import Engine
 from gguflm.sampling import SamplingParams
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
+from reference_loop import greedy_ids
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
@@ -14,9 +14,9 @@ GREEDY = SamplingParams.greedy_params()
 PROMPT = [1, 17, 42, 99, 7, 200, 31]
 SPECS = {
     "llama": SyntheticSpec(qtype="Q8_0", n_vocab=512, dim=256, n_heads=8, n_kv_heads=2, ffn_dim=512, n_layers=3),
-    "qwen3": SyntheticSpec(arch="qwen3", qk_norm=True, qtype="Q8_0", n_vocab=512, dim=256, n_heads=8,
+    "qwen3": SyntheticSpec(arch="qwen3", qtype="Q8_0", n_vocab=512, dim=256, n_heads=8,
                            n_kv_heads=4, ffn_dim=512, n_layers=2, seed=1),
-    "qwen2_f16": SyntheticSpec(arch="qwen2", qkv_bias=True, qtype="F16", n_vocab=512, dim=128, seed=2),
+    "qwen2_f16": SyntheticSpec(arch="qwen2", qtype="F16", n_vocab=512, dim=128, seed=2),
 }
 
 
@@ -32,14 +32,14 @@ def run(engine, prompt, n, sampling=GREEDY):
 
 def test_graph_replay_gives_the_eager_greedy_tokens(model):
     assert type(model.backend).__name__ == "TritonBackend"
-    graphed, eager = Engine(model, ctx=256), Engine(model, ctx=256, graphs=False)
+    graphed, eager = model.new_engine(ctx=256), model.new_engine(ctx=256, graphs=False)
     assert graphed.graphs and not eager.graphs
     a, b = run(graphed, PROMPT, 40), run(eager, PROMPT, 40)
     assert a == b
     # a second turn reuses the cache and the captured graph
     follow = PROMPT + a + [5, 6]
     assert run(graphed, follow, 20) == run(eager, follow, 20)
-    assert len(graphed._graphs.graphs) == 1
+    assert graphed.captured == 1
     n = len(graphed.tokens)
     assert graphed.tokens == eager.tokens
     torch.testing.assert_close(graphed.cache.k[:, :, :n], eager.cache.k[:, :, :n], atol=0, rtol=0)
@@ -47,12 +47,12 @@ def test_graph_replay_gives_the_eager_greedy_tokens(model):
 
 def test_graph_greedy_matches_reference_backend(model):
     ref = gguflm.load(model.file.path, device="cpu", backend="reference")
-    got = run(Engine(model, ctx=128), PROMPT, 8)
-    assert got == ref.generate(PROMPT, 8)
+    got = run(model.new_engine(ctx=128), PROMPT, 8)
+    assert got == greedy_ids(ref.backend, PROMPT, 8)
 
 
 def test_seeded_sampling_in_the_graph_is_reproducible_and_reconfigurable(model):
-    engine = Engine(model, ctx=512)
+    engine = model.new_engine(ctx=512)
     p = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.2, seed=3)
     first = run(engine, PROMPT, 30, p)
     engine.reset()
@@ -60,14 +60,15 @@ def test_seeded_sampling_in_the_graph_is_reproducible_and_reconfigurable(model):
     engine.reset()
     assert run(engine, PROMPT, 30, p.with_(seed=4)) != first
     engine.reset()
-    hot = run(engine, PROMPT, 30, p.with_(top_k=1))  # top-k 1 is greedy with the penalty: no re-capture
-    assert len(engine._graphs.graphs) == 1  # sampling is captured too
-    eager = Engine(model, ctx=512, graphs=False)
+    assert engine.captured == 1  # a new seed is copied in: no re-capture
+    hot = run(engine, PROMPT, 30, p.with_(top_k=1))  # top-k 1 is greedy with the penalty
+    assert engine.captured == 2  # top_k shapes the captured code (topk of k): its own graph
+    eager = model.new_engine(ctx=512, graphs=False)
     assert hot == run(eager, PROMPT, 30, p.with_(top_k=1))
 
 
 def test_interrupt_during_graph_decode_keeps_the_cache_consistent(model, monkeypatch):
-    engine = Engine(model, ctx=256)
+    engine = model.new_engine(ctx=256)
     run(engine, PROMPT, 4)  # capture
     graph = next(iter(engine._graphs.graphs.values()))
     real, calls = graph.result, []
@@ -86,7 +87,7 @@ def test_interrupt_during_graph_decode_keeps_the_cache_consistent(model, monkeyp
     monkeypatch.undo()
     assert engine.tokens == PROMPT + got[:-1] and engine.cache.length == len(engine.tokens)
     follow = PROMPT + got
-    assert run(engine, follow, 8) == run(Engine(model, ctx=256, graphs=False), follow, 8)
+    assert run(engine, follow, 8) == run(model.new_engine(ctx=256, graphs=False), follow, 8)
 
 
 def test_bench_on_the_gpu_reports_a_graph_speedup(model):

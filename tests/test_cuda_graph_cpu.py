@@ -5,10 +5,10 @@ import pytest
 import gguflm
 import torch
 
-from gguflm.cuda_graph import DecodeGraphs
 from gguflm.engine import Engine
 from gguflm.sampling import SamplerTensors, SamplingParams, sample
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
+from reference_loop import greedy_ids
 
 PROMPT = [1, 300, 17, 42, 99, 7, 260]
 
@@ -21,10 +21,7 @@ def model(tmp_path_factory):
 
 def graph_engine(model, ctx):
     """An engine taking the graph path, with the body run eagerly (no CUDA here)."""
-    engine = Engine(model, ctx=ctx)
-    engine.graphs = True
-    engine._graphs = DecodeGraphs(engine.backend, engine.cache, engine.sampler, engine.generator, capture=False)
-    return engine
+    return Engine(model.backend, ctx=ctx, graphs=True, capture=False)
 
 
 @pytest.mark.parametrize("sampling", [
@@ -33,12 +30,12 @@ def graph_engine(model, ctx):
     SamplingParams(temperature=0.0, repeat_penalty=2.0, repeat_last_n=3),  # greedy with a penalty: in the ring
 ])
 def test_graph_body_gives_the_eager_tokens(model, sampling):
-    eager, graphed = Engine(model, ctx=64), graph_engine(model, ctx=64)
+    eager, graphed = model.new_engine(ctx=64), graph_engine(model, ctx=64)
     for prompt in (PROMPT, PROMPT + [5, 6, 7]):  # a second turn re-copies the inputs
         expect = list(eager.generate_ids(prompt, 14, sampling, stop_ids=()))
         assert list(graphed.generate_ids(prompt, 14, sampling, stop_ids=())) == expect
         assert graphed.tokens == eager.tokens and graphed.cache.length == len(graphed.tokens)
-    assert len(graphed._graphs.graphs) == 1
+    assert graphed.captured == 1
 
 
 def test_graph_path_stops_at_the_context_end(model):
@@ -46,7 +43,7 @@ def test_graph_path_stops_at_the_context_end(model):
     out = list(engine.generate_ids(PROMPT, 20, SamplingParams.greedy_params(), stop_ids=()))
     assert engine.stats.last.finish_reason == "context"
     assert len(engine.tokens) == 12 and len(out) == 12 - len(PROMPT) + 1
-    assert out == model.generate(PROMPT, len(out))
+    assert out == greedy_ids(model.backend, PROMPT, len(out))
 
 
 def test_interrupt_while_a_step_is_in_flight(model, monkeypatch):
@@ -70,7 +67,7 @@ def test_interrupt_while_a_step_is_in_flight(model, monkeypatch):
     monkeypatch.undo()
     assert engine.tokens == PROMPT + got[:-1] and engine.cache.length == len(engine.tokens)
     follow = PROMPT + got + [11]
-    assert list(engine.generate_ids(follow, 6, greedy, stop_ids=())) == model.generate(follow, 6)
+    assert list(engine.generate_ids(follow, 6, greedy, stop_ids=())) == greedy_ids(model.backend, follow, 6)
 
 
 def sampler_is_graph_safe(fn=sample) -> bool:
@@ -110,5 +107,5 @@ def test_a_failed_capture_warns_once_and_decodes_eagerly(model, monkeypatch):
     greedy = SamplingParams.greedy_params()
     with pytest.warns(UserWarning, match="CUDA graph capture failed"):
         first = list(engine.generate_ids(PROMPT, 6, greedy, stop_ids=()))
-    assert first == model.generate(PROMPT, 6)
+    assert first == greedy_ids(model.backend, PROMPT, 6)
     assert engine._graphs.failed and not engine._graphs.graphs

@@ -10,7 +10,7 @@ runner = CliRunner()
 
 
 def test_info_on_a_quantized_qwen3(tmp_path):
-    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(arch="qwen3", qtype="Q8_0", qk_norm=True, tied=True))
+    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(arch="qwen3", qtype="Q8_0", tied=True))
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 0, result.output
     out = result.output
@@ -32,3 +32,33 @@ def test_info_on_vocab_only_file(testdata):
     result = runner.invoke(app, ["info", str(testdata / "vocab" / "ggml-vocab-qwen2.gguf")])
     assert result.exit_code == 0, result.output
     assert "none (vocabulary only)" in result.output and "<|im_end|>" in result.output
+
+
+def test_info_describes_a_file_it_cannot_run(tmp_path):
+    """A tensor type the build lacks (IQ2_XXS) and an unknown architecture: described, a note, exit 0."""
+    import gguf
+    import numpy as np
+
+    iq2 = gguf.GGMLQuantizationType.IQ2_XXS
+    raw = np.random.default_rng(0).integers(0, 256, size=(256, 66), dtype=np.uint8)  # 256 rows of one block
+    spec = SyntheticSpec(dim=256, n_heads=4, n_kv_heads=2, replace_tensors={"blk.0.attn_q.weight": (raw, iq2)})
+    result = runner.invoke(app, ["info", str(write_synthetic_gguf(tmp_path / "iq2.gguf", spec))])
+    assert result.exit_code == 0, result.output
+    assert "layers           2" in result.output and "IQ2_XXS 1" in result.output
+    assert ("note: this build cannot run it: 1 tensor(s) have type IQ2_XXS (e.g. 'blk.0.attn_q.weight'), "
+            "which is not supported") in result.output
+
+    result = runner.invoke(app, ["info", str(write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(arch="mamba")))])
+    assert result.exit_code == 0, result.output
+    assert "architecture   mamba" in result.output and "block_count 2" in result.output and "F32 " in result.output
+    assert "note: this build cannot run it: architecture 'mamba' is not supported" in result.output
+
+
+def test_info_notes_a_missing_tensor_and_still_refuses_a_malformed_file(tmp_path):
+    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(drop_tensors=("blk.1.ffn_up.weight",)))
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0 and "'blk.1.ffn_up.weight' is missing" in result.output
+    truncated = tmp_path / "t.gguf"
+    truncated.write_bytes(path.read_bytes()[:100])
+    result = runner.invoke(app, ["info", str(truncated)])
+    assert result.exit_code != 0

@@ -6,7 +6,9 @@ import kernel_utils as ku  # noqa: I001  (sets TRITON_INTERPRET before triton is
 import pytest
 import torch
 
-from gguflm.kernels import attention_decode, attention_decode_ref
+from gguflm import ops
+from gguflm.kernels import attention_decode
+from kernel_utils import attention_decode_ref
 
 # q and p enter tl.dot in the cache dtype (fp32 caches: full-precision dot, no tf32)
 TOL = {torch.float16: dict(rtol=2e-3, atol=2e-3), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
@@ -20,14 +22,19 @@ def _caches(n_kv, max_ctx, hd, dtype, valid, seed):
     return k, v
 
 
-def test_ref_matches_sdpa():
-    q = ku.rand(4, 16, seed=0)
+def test_ref_matches_explicit_softmax():
+    """The reference attention (grouped heads, a causal mask) against the formula written out."""
+    q = ku.rand(3, 4, 16, seed=0)  # 3 queries at positions 4, 5, 6
     k, v = _caches(2, 10, 16, torch.float32, 7, seed=1)
+    positions = torch.tensor([4, 5, 6], device=ku.DEVICE)
+    got = ops.attention(q, k[:, :7], v[:, :7], ops.causal_mask(positions, 7))
+    kk, vv = k[:, :7].repeat_interleave(2, 0), v[:, :7].repeat_interleave(2, 0)  # (4, 7, 16)
+    scores = torch.einsum("thd,hsd->ths", q, kk) / 4.0
+    scores = scores.masked_fill(torch.arange(7)[None, None, :] > positions[:, None, None], float("-inf"))
+    expect = torch.einsum("ths,hsd->thd", scores.softmax(-1), vv).reshape(3, 64)
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
     pos = torch.tensor([6], dtype=torch.int32, device=ku.DEVICE)
-    kk = k[:, :7].repeat_interleave(2, 0)
-    vv = v[:, :7].repeat_interleave(2, 0)
-    expect = torch.nn.functional.scaled_dot_product_attention(q[:, None], kk, vv)[:, 0]
-    torch.testing.assert_close(attention_decode_ref(q, k, v, pos), expect, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attention_decode_ref(q[2], k, v, pos), expect[2].view(4, 16), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("group", [1, 2, 4])

@@ -49,8 +49,8 @@ def _compile_all() -> dict:
 
     import triton.language as tl
 
-    gemv, attn, gemm, norm, rope = (importlib.import_module("gguflm.kernels." + m) for m in
-                                    ("q8_gemv", "attention_decode", "q8_gemm", "rmsnorm", "rope"))
+    gemv, attn, gemm, norm, rope, settings = (importlib.import_module("gguflm.kernels." + m) for m in
+                                              ("gemv", "attention_decode", "gemm", "rmsnorm", "rope", "settings"))
     out = {}
     types = dict(x_ptr="*fp32", w_ptr="*i8", d_ptr="*fp16", bias_ptr="*fp32", res_ptr="*fp32",
                  out_ptr="*fp32", part_ptr="*fp32", M="i32", N_OUT="i32", K="i32", stride_xm="i32",
@@ -58,10 +58,10 @@ def _compile_all() -> dict:
     aligned = ("x_ptr", "w_ptr", "d_ptr", "bias_ptr", "res_ptr", "out_ptr", "part_ptr", "K",
                "stride_xm", "stride_wn", "stride_dn", "k_per_split")
     for n, k, glu, res, bias in GEMV_CASES:
-        cfg = gemv.gemv_config(n, k, 1, 2 if glu else 1, num_sms=132)
+        cfg = settings.gemv_config(n, k, 1, 2 if glu else 1, num_sms=132)  # the H200's 132 SMs
         out[f"gemv-{n}-{k}"] = _compile(
             gemv._gemv_kernel, types,
-            dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, HAS_SCALE=True, EVEN_K=True, GLU=glu,
+            dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LAYOUT=gemv.LAYOUTS["q8_0"], EVEN_K=True, GLU=glu,
                  SPLIT=cfg.split_k > 1, HAS_BIAS=bias, HAS_RES=res),
             aligned, num_warps=cfg.num_warps)
     types_r = dict(part_ptr="*fp32", bias_ptr="*fp32", res_ptr="*fp32", out_ptr="*fp32", M="i32", N_OUT="i32",
@@ -83,20 +83,16 @@ def _compile_all() -> dict:
                                  dict(HD=128, NUM_SPLITS=33, BLOCK_S=64, BLOCK_D=128), ())
     types = dict(x_ptr="*fp16", qs_ptr="*i8", d_ptr="*fp16", out_ptr="*fp16", M="i32", N="i32",
                  K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
-    cfg = gemm.gemm_config(512, 4096, 4096)
+    cfg = settings.gemm_config(512, 4096, 4096)
     warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
     out["gemm"] = _compile(gemm._q8_gemm_kernel, types, dict(cfg, DOT_TY=tl.float16),
                            ("x_ptr", "qs_ptr", "d_ptr", "out_ptr", "K", "s_xm", "s_qn", "s_dn", "s_om"),
                            num_warps=warps, num_stages=stages)
-    types = {n: "i32" for n in ("n_rows", "rows_per_group", "H", "sx0", "sx1", "sr0", "sr1",
-                                "so0", "so1", "sn0", "sn1")}
-    types.update(x_ptr="*fp32", res_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp16",
-                 newres_ptr="*fp32", eps="fp32")
-    block_h, block_r, warps = norm._settings(4096)
-    for res in (True, False):  # decode runs without the residual (the GEMV epilogues add it)
-        out[f"rmsnorm-res{int(res)}"] = _compile(
-            norm._rmsnorm_kernel, types, dict(BLOCK_R=block_r, BLOCK_H=block_h, HAS_RES=res),
-            ("x_ptr", "res_ptr", "w_ptr", "out_ptr", "newres_ptr", "H"), num_warps=warps)
+    types = {n: "i32" for n in ("n_rows", "H", "s_x", "s_o")}
+    types.update(x_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp32", eps="fp32")
+    block_h, block_r, warps = settings.rmsnorm_settings(4096)
+    out["rmsnorm"] = _compile(norm._rmsnorm_kernel, types, dict(BLOCK_R=block_r, BLOCK_H=block_h),
+                              ("x_ptr", "w_ptr", "out_ptr", "H", "s_x", "s_o"), num_warps=warps)
     types = {n: "i32" for n in ("n_head", "n_kv", "max_ctx", "s_qkv", "s_q0", "s_q1", "s_kc0",
                                 "s_kc1", "s_vc0", "s_vc1")}
     types.update(qkv_ptr="*fp32", pos_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32", kn_ptr="*fp32",
@@ -133,7 +129,7 @@ def _no_spills(info):
 
 
 @pytest.mark.parametrize("n,k", [(n, k) for n, k, *_ in GEMV_CASES])
-def test_q8_gemv_streams_with_16_byte_loads(compiled, n, k):
+def test_q8_0_gemv_streams_with_16_byte_loads(compiled, n, k):
     info = compiled[f"gemv-{n}-{k}"]
     assert info["v4_loads"] and not info["byte_loads"]
     _no_spills(info)
@@ -149,8 +145,7 @@ def test_q8_gemm_uses_tensor_cores(compiled):
     _no_spills(compiled["gemm"])
 
 
-@pytest.mark.parametrize("name", ["rmsnorm-res0", "rmsnorm-res1", "rope-neox", "rope-normal", "gemv-reduce",
-                                  "attn-merge"])
+@pytest.mark.parametrize("name", ["rmsnorm", "rope-neox", "rope-normal", "gemv-reduce", "attn-merge"])
 def test_small_kernels_compile_without_spills(compiled, name):
     _no_spills(compiled[name])
 

@@ -15,7 +15,7 @@ def test_decode_extends_prefill_cache(stories260k):
     model = gguflm.load(stories260k, device="cpu")
     ids = [1, 403, 407, 261, 378, 432, 383]
     full = model.logits(ids)
-    cache = model.new_cache(32)
+    cache = model.backend.new_cache(32)
     step = model.backend.prefill(ids[:3], cache)
     assert (step - full[:3]).abs().max() < 1e-4
     for i, t in enumerate(ids[3:], start=3):
@@ -29,7 +29,7 @@ def test_graph_safe_decode_step_matches_decode(stories260k):
 
     model = gguflm.load(stories260k, device="cpu")
     ids = [1, 403, 407, 261, 378]
-    a, b = model.new_cache(16), model.new_cache(16)
+    a, b = model.backend.new_cache(16), model.backend.new_cache(16)
     model.backend.prefill(ids[:2], a)
     model.backend.prefill(ids[:2], b)
     for t in ids[2:]:
@@ -43,7 +43,7 @@ def test_graph_safe_decode_step_matches_decode(stories260k):
 def test_prefill_last_is_the_last_row_of_prefill(stories260k):
     model = gguflm.load(stories260k, device="cpu")
     ids = [1, 403, 407, 261, 378]
-    a, b = model.new_cache(8), model.new_cache(8)
+    a, b = model.backend.new_cache(8), model.backend.new_cache(8)
     full = model.backend.prefill(ids, a)
     last = model.backend.prefill_last(ids, b)
     assert last.shape == (model.config.n_vocab,) and (last - full[-1]).abs().max() < 1e-5

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import gguflm
+from gguflm.backends.reference import ReferenceBackend
 from gguflm.convert import convert_checkpoint
-from gguflm.model import Transformer
-from gguflm.quants import QuantWeight
+from gguflm.quants import PackedWeight, dense
 from tiny_hf import load_hf_model, make_tiny_checkpoint
 
 PROMPT_LEN, STEPS = 16, 16
@@ -46,7 +46,7 @@ def convert(hf_dir, outtype, tmp_path):
 
 def incremental_logits(model, tokens: list[int]) -> torch.Tensor:
     """Prefill the prompt, then decode the rest one token at a time through the KV cache."""
-    cache = model.new_cache(len(tokens))
+    cache = model.backend.new_cache(len(tokens))
     rows = [model.backend.prefill(tokens[:PROMPT_LEN], cache)]
     rows += [model.backend.decode(t, cache)[None] for t in tokens[PROMPT_LEN:-1]]
     return torch.cat(rows)
@@ -67,23 +67,23 @@ def test_half_precision_within_tolerance(reference, outtype, tmp_path):
     assert (got - ref[:-1]).abs().max().item() < TOLERANCE[outtype] * ref.std().item()
 
 
-def dequantized_copy(model) -> Transformer:
+def dequantized_copy(model) -> ReferenceBackend:
     """The same model with every Q8_0 weight expanded to fp32."""
     w = model.weights
 
     def expand(x):
-        return x.dequantize() if isinstance(x, QuantWeight) else x
+        return PackedWeight(dense.F32, (x.dequantize(),), x.k) if isinstance(x, PackedWeight) else x
 
     layers = [type(layer)(**{k: expand(v) for k, v in vars(layer).items()}) for layer in w.layers]
     tok = expand(w.tok_embd)
     out = tok if w.tied else expand(w.output)
-    return Transformer(model.config, type(w)(tok, w.output_norm, out, w.rope_freqs, layers))
+    return ReferenceBackend(model.config, type(w)(tok, w.output_norm, out, w.rope_freqs, layers))
 
 
 def test_q8_0_matches_dequantized_forward_and_transformers_tokens(reference, tmp_path):
     hf_dir, prompt, continuation, ref = reference
     model = convert(hf_dir, "q8_0", tmp_path)
-    assert isinstance(model.weights.layers[0].wqkv, QuantWeight)
+    assert model.weights.layers[0].wqkv.fmt.name == "Q8_0"
     tokens = prompt + continuation
     got = incremental_logits(model, tokens)
     dense = dequantized_copy(model)

@@ -1,1 +1,2 @@
-"""Chat-template machinery: the guarded jinja2 sandbox behind `gguflm.chat_template`."""
+"""The chat layer: templates (a guarded jinja2 sandbox and the built-ins), the session that keeps a
+conversation in one engine's KV cache, and the split of a reasoning model's <think> part."""

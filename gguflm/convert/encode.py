@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType as Q
 
-from gguflm.convert.arch import permute_qk
+from gguflm.convert.hparams import permute_qk
 from gguflm.convert.plan import PlannedTensor
 
 # Rows per chunk keep a chunk's float32 copy near this size, so peak memory is set by the

@@ -10,7 +10,9 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType as FT
 
-from gguflm.convert import arch as A
+from gguflm import arch as archs
+from gguflm.arch import Architecture, T, tensor_name
+from gguflm.convert import hparams as H
 from gguflm.convert.checkpoint import TensorSource, list_tensors, read_config
 from gguflm.errors import GGUFLMError
 
@@ -20,9 +22,8 @@ OUTTYPES: dict[str, tuple[FT, Q]] = {
     "bf16": (FT.MOSTLY_BF16, Q.BF16),
     "q8_0": (FT.MOSTLY_Q8_0, Q.Q8_0),
 }
-# Order within a block, so sharded and single-file checkpoints give byte-identical files.
-_BLOCK_ORDER = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_q_norm", "attn_k_norm", "attn_output",
-                "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+# Order within a block (llama.cpp's), so sharded and single-file checkpoints give byte-identical files.
+_BLOCK_ORDER = tuple(gguf.TENSOR_NAMES[t].split(".")[-1] for t in archs.LAYER_ORDER)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ConversionPlan:
 
     hf_dir: Path
     config: dict
-    rules: A.ArchRules
+    arch: Architecture
     outtype: str  # resolved: never "auto"
     file_type: FT
     tensors: tuple[PlannedTensor, ...]
@@ -91,28 +92,27 @@ def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False) -
     """Read config and tensor headers of `hf_dir` and decide every output tensor."""
     hf_dir = Path(hf_dir)
     config = read_config(hf_dir)
-    rules = A.rules_for(config)
-    A.check_config(config)
+    arch = H.architecture_for(config)
+    H.check_config(config)
     sources = [] if vocab_only else list_tensors(hf_dir)
     outtype = resolve_outtype(outtype, sources)
     file_type, default = OUTTYPES[outtype]
     if vocab_only:
-        return ConversionPlan(hf_dir, config, rules, outtype, file_type, ())
+        return ConversionPlan(hf_dir, config, arch, outtype, file_type, ())
     n_layers = config["num_hidden_layers"]
     tied = bool(config.get("tie_word_embeddings", False))
     planned: list[PlannedTensor] = []
-    if (factors := A.llama3_rope_factors(config)) is not None:
-        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
-        planned.append(PlannedTensor(name, tuple(factors.shape), Q.F32, generated=factors))
+    if (factors := H.llama3_rope_factors(config)) is not None:
+        planned.append(PlannedTensor(tensor_name(T.ROPE_FREQS), tuple(factors.shape), Q.F32, generated=factors))
     for src in sources:
-        name = A.gguf_name(rules, n_layers, src.name)
-        if name is None or (tied and name == "output.weight"):  # tied heads reuse token_embd
+        name = H.gguf_name(arch, n_layers, src.name)
+        if name is None or (tied and name == tensor_name(T.OUTPUT)):  # tied heads reuse token_embd
             continue
-        heads = A.qk_heads(config, name) if rules.permute_qk else None
+        heads = H.qk_heads(config, name) if arch.permute_qk else None
         planned.append(PlannedTensor(name, src.shape, tensor_type(name, src.shape, default), src, heads))
     _check_complete(planned, config)
     planned.sort(key=_order)
-    return ConversionPlan(hf_dir, config, rules, outtype, file_type, tuple(planned))
+    return ConversionPlan(hf_dir, config, arch, outtype, file_type, tuple(planned))
 
 
 def _check_complete(planned: list[PlannedTensor], config: dict) -> None:
@@ -120,10 +120,9 @@ def _check_complete(planned: list[PlannedTensor], config: dict) -> None:
     if len(names) != len(planned):
         raise GGUFLMError("the checkpoint maps two tensors to the same GGUF name.")
     # output.weight may be absent even untied: llama.cpp then reuses token_embd, and so do loaders.
-    needed = ["token_embd.weight", "output_norm.weight"]
+    needed = [tensor_name(T.TOKEN_EMBD), tensor_name(T.OUTPUT_NORM)]
     for i in range(config["num_hidden_layers"]):
-        needed += [f"blk.{i}.{k}.weight" for k in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                                                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+        needed += [tensor_name(t, i) for t in archs.REQUIRED_LAYER]
     missing = [n for n in needed if n not in names]
     if missing:
         raise GGUFLMError(f"the checkpoint lacks {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}.")
@@ -135,5 +134,6 @@ def _order(t: PlannedTensor) -> tuple:
         kind = parts[2]
         rank = _BLOCK_ORDER.index(kind) if kind in _BLOCK_ORDER else len(_BLOCK_ORDER)
         return (2, int(parts[1]), rank, t.name)
-    top = {"rope_freqs": 0, "token_embd": 1, "output_norm": 3, "output": 4}
+    top = {gguf.TENSOR_NAMES[t]: rank for t, rank in ((T.ROPE_FREQS, 0), (T.TOKEN_EMBD, 1), (T.OUTPUT_NORM, 3),
+                                                      (T.OUTPUT, 4))}
     return (top.get(parts[0], 5), 0, 0, t.name)

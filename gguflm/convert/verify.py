@@ -40,7 +40,7 @@ def verify_conversion(gguf_path: Path, hf_dir: Path, *, n_new: int = 8, device: 
     model = gguflm.load(gguf_path, device=device)
     ids = _prompt_ids(Path(hf_dir), model.config.n_vocab)
     logits = model.logits(ids).float().cpu()
-    tokens = model.generate(ids, n_new)
+    tokens = model.generate(ids, n_new, stop_ids=())  # as many as transformers gives: no end-of-generation stop
     hf = _load_transformers(Path(hf_dir))
     if hf is None:
         return VerifyReport(ids, tokens, None, None)

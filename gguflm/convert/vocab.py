@@ -11,23 +11,18 @@ from gguf import TokenType as T
 
 from gguflm.convert.checkpoint import read_json
 from gguflm.errors import GGUFLMError
+from gguflm.tokenizer.pretokenize import LLAMA3, QWEN2, TEKKEN
 
 log = logging.getLogger(__name__)
 
 # Pre-tokenizer pipelines as tokenizer.json spells them, keyed to the name llama.cpp uses. llama.cpp
 # hashes the ids of a check text instead; matching the whole pipeline identifies the same behaviour
-# for the families gguflm converts, locally trained tokenizers included, and nothing else.
-_LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
-                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
-                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
-                 r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# for the families gguflm converts, locally trained tokenizers included, and nothing else. The
+# regexes are the tokenizer's own table (gguflm.tokenizer.pretokenize).
 KNOWN_PRE: dict[str, tuple] = {
-    "llama-bpe": (("Split", _LLAMA3_REGEX, "isolated", False), ("ByteLevel", False)),
-    "qwen2": (("Split", _QWEN2_REGEX, "isolated", False), ("ByteLevel", False)),
-    "tekken": (("Split", _TEKKEN_REGEX, "isolated", False), ("ByteLevel", False)),
+    "llama-bpe": (("Split", LLAMA3, "isolated", False), ("ByteLevel", False)),
+    "qwen2": (("Split", QWEN2, "isolated", False), ("ByteLevel", False)),
+    "tekken": (("Split", TEKKEN, "isolated", False), ("ByteLevel", False)),
     "gpt-2": (("ByteLevel", True),),
     "smollm": (("Digits", True), ("ByteLevel", True)),
 }
@@ -38,7 +33,7 @@ def has_tokenizer(hf_dir: Path) -> bool:
     return (hf_dir / "tokenizer.model").is_file() or (hf_dir / "tokenizer.json").is_file()
 
 
-def write_vocab(w: gguf.GGUFWriter, hf_dir: Path, config: dict, *, llama_arch: bool, pre: str | None = None) -> None:
+def write_vocab(w: gguf.GGUFWriter, hf_dir: Path, config: dict, *, add_prefix_key: bool, pre: str | None = None) -> None:
     """Add tokenizer.ggml.* keys (tokens, types, scores or merges, special ids, chat template) to `w`."""
     vocab_size = config.get("vocab_size")
     if (hf_dir / "tokenizer.model").is_file():
@@ -58,7 +53,7 @@ def write_vocab(w: gguf.GGUFWriter, hf_dir: Path, config: dict, *, llama_arch: b
         bpe = True
     else:
         raise GGUFLMError(f"{hf_dir} has no tokenizer.model or tokenizer.json to export.")
-    if llama_arch and (hf_dir / "tokenizer_config.json").is_file():
+    if add_prefix_key and (hf_dir / "tokenizer_config.json").is_file():
         add_prefix = read_json(hf_dir / "tokenizer_config.json").get("add_prefix_space")
         if add_prefix is not None:
             w.add_add_space_prefix(add_prefix)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-from gguflm.convert import arch as A
+from gguflm.convert import hparams as H
 from gguflm.convert.encode import encode_chunks
 from gguflm.convert.plan import ConversionPlan, make_plan
 from gguflm.convert.vocab import has_tokenizer, write_vocab
 from gguflm.errors import GGUFLMError
+from gguflm.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def default_output(hf_dir: Path, outtype: str, vocab_only: bool = False) -> Path
 
 def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | None = None) -> gguf.GGUFWriter:
     """A GGUFWriter (not yet bound to a file) holding all metadata and tensor infos of `plan`."""
-    w = gguf.GGUFWriter(path=None, arch=A.arch_name(plan.rules))
+    w = gguf.GGUFWriter(path=None, arch=plan.arch.name)
     w.add_type(gguf.GGUFType.MODEL)
     meta = gguf.Metadata.load(None, plan.hf_dir, None, plan.n_params)
     if meta.name is None:
@@ -35,11 +35,12 @@ def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | N
     if meta.size_label is None and plan.n_params > 0:
         meta.size_label = gguf.size_label(plan.n_params, plan.n_params, 0, 0)
     meta.set_gguf_meta_model(w)
-    A.write_hparams(w, plan.config, plan.rules)
+    H.write_hparams(w, plan.config, plan.arch)
     w.add_file_type(plan.file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if has_tokenizer(plan.hf_dir):
-        write_vocab(w, plan.hf_dir, plan.config, llama_arch=plan.rules.llama_keys, pre=pre)
+        add_prefix = gguf.Keys.Tokenizer.ADD_PREFIX in plan.arch.converter_keys
+        write_vocab(w, plan.hf_dir, plan.config, add_prefix_key=add_prefix, pre=pre)
     elif vocab_only:
         raise GGUFLMError(f"--vocab-only needs a tokenizer, and {plan.hf_dir} has none.")
     else:
@@ -64,20 +65,14 @@ def convert_checkpoint(hf_dir: Path, out_path: Path, outtype: str = "f32", *, vo
         return out_path
     if out_path.is_dir():
         raise GGUFLMError(f"output path {out_path} is a directory.")
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
-    try:
-        w.write_header_to_file(path=tmp)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        _write_data(w, plan, progress)
-        w.close()
-        os.replace(tmp, out_path)
-    except OSError as e:
-        raise GGUFLMError(f"cannot write {out_path}: {e.strerror or e}") from None
-    finally:
-        # Reached with the temp file still present only on failure or Ctrl-C.
-        w.close()
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out_path, "the GGUF file") as tmp:
+        try:
+            w.write_header_to_file(path=tmp)
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            _write_data(w, plan, progress)
+        finally:
+            w.close()
     return out_path
 
 
@@ -98,8 +93,6 @@ def _write_data(w: gguf.GGUFWriter, plan: ConversionPlan, progress: bool) -> Non
             if written != t.nbytes:
                 raise GGUFLMError(f"tensor {t.name} encoded to {written} bytes, expected {t.nbytes}.")
         w.write_padding(f, f.tell())
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it visible under the final name
     finally:
         if bar is not None:
             bar.close()

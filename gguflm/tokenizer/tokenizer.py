@@ -86,9 +86,6 @@ class Tokenizer:
         """Control, unknown or user-defined: matched as a whole by parse_special."""
         return bool(self.vocab.attrs[self._check(token_id)] & (CONTROL | UNKNOWN | USER_DEFINED))
 
-    def is_eog(self, token_id: int) -> bool:
-        return token_id in self.vocab.eog_ids
-
     def token_text(self, token_id: int) -> str:
         """The token's stored text (e.g. "▁Hello", "ĠHello", "<0x0A>")."""
         return self.vocab.texts[self._check(token_id)]

@@ -1,4 +1,6 @@
-"""Synthetic GGUF files with the exact shapes of named models (random Q8_0 weights, a small valid vocab)."""
+"""Synthetic GGUF files with the exact shapes of named models (random Q8_0 weights, a small valid vocab).
+
+The architecture record decides the optional tensors (Qwen2.5's QKV biases, Qwen3's q/k norms)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 from gguflm.errors import GGUFLMError
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
-from gguflm.synthetic_vocab import spm_tokenizer
+from gguflm.synthetic.vocab import spm_tokenizer
 
 # Shapes from each model's config.json; the vocabulary size is the real one (the output head is read
 # every token), the tokenizer inside is a small SentencePiece vocab padded to that size.
@@ -22,11 +24,11 @@ SHAPES = {
     ),
     "qwen2.5-7b": SyntheticSpec(
         arch="qwen2", n_vocab=152064, dim=3584, n_layers=28, ffn_dim=18944, n_heads=28, n_kv_heads=4,
-        n_ctx=32768, rope_base=1000000.0, qkv_bias=True,
+        n_ctx=32768, rope_base=1000000.0,
     ),
     "qwen3-8b": SyntheticSpec(
         arch="qwen3", n_vocab=151936, dim=4096, n_layers=36, ffn_dim=12288, n_heads=32, n_kv_heads=8,
-        n_ctx=40960, rope_base=1000000.0, qk_norm=True,
+        n_ctx=40960, rope_base=1000000.0,
     ),
     # for checking the benchmark's code path on the CPU
     "tiny": SyntheticSpec(

@@ -1,47 +1,31 @@
-"""Per-architecture rules: HF class -> GGUF arch, {arch}.* metadata, tensor names, Q/K permutation."""
+"""From a Hugging Face config.json to GGUF: the architecture record, {arch}.* metadata, tensor names,
+Q/K permutation. What differs per architecture is read from its record in `gguflm.arch`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import gguf
 import torch
 
+from gguflm import arch as archs
+from gguflm.arch import Architecture
 from gguflm.errors import GGUFLMError
 
 
-@dataclass(frozen=True)
-class ArchRules:
-    """What llama.cpp's converter does differently per architecture."""
-
-    arch: gguf.MODEL_ARCH
-    permute_qk: bool  # llama rotates adjacent pairs, so Q/K rows are interleaved at conversion
-    llama_keys: bool  # llama also writes vocab_size and rope.dimension_count
-
-
-_LLAMA = ArchRules(gguf.MODEL_ARCH.LLAMA, permute_qk=True, llama_keys=True)
-_QWEN2 = ArchRules(gguf.MODEL_ARCH.QWEN2, permute_qk=False, llama_keys=False)
-_QWEN3 = ArchRules(gguf.MODEL_ARCH.QWEN3, permute_qk=False, llama_keys=False)
-
-HF_ARCHITECTURES: dict[str, ArchRules] = {
-    "LlamaForCausalLM": _LLAMA,
-    "MistralForCausalLM": _LLAMA,
-    "Qwen2ForCausalLM": _QWEN2,
-    "Qwen3ForCausalLM": _QWEN3,
-}
 # Tensors HF stores that inference recomputes.
 _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 
 
-def rules_for(config: dict) -> ArchRules:
-    """The rules for the checkpoint's `architectures[0]`, or a GGUFLMError listing what is supported."""
+def architecture_for(config: dict) -> Architecture:
+    """The record for the checkpoint's `architectures[0]`, or a GGUFLMError listing what is supported."""
     names = config.get("architectures") or []
-    name = names[0] if isinstance(names, list) and names else None
-    if name not in HF_ARCHITECTURES:
-        supported = ", ".join(HF_ARCHITECTURES)
+    name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    record = archs.for_hf_class(name)
+    if record is None:
+        supported = ", ".join(archs.hf_classes())
         raise GGUFLMError(f"architecture {name or config.get('model_type')!r} is not supported; supported: {supported}.")
-    return HF_ARCHITECTURES[name]
+    return record
 
 
 _REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
@@ -52,11 +36,6 @@ def check_config(config: dict) -> None:
     for key in _REQUIRED:
         if not isinstance(config.get(key), int) or config[key] <= 0:
             raise GGUFLMError(f"config.json lacks a positive integer {key!r}, which the converter needs.")
-
-
-def arch_name(rules: ArchRules) -> str:
-    """The `general.architecture` string."""
-    return gguf.MODEL_ARCH_NAMES[rules.arch]
 
 
 def rope_params(config: dict) -> dict:
@@ -74,7 +53,7 @@ def head_dim(config: dict) -> int:
     return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
 
 
-def write_hparams(w: gguf.GGUFWriter, config: dict, rules: ArchRules) -> None:
+def write_hparams(w: gguf.GGUFWriter, config: dict, arch: Architecture) -> None:
     """The {arch}.* keys, in the order and with the presence rules of llama.cpp's converter."""
     w.add_block_count(config["num_hidden_layers"])
     if config.get("max_position_embeddings") is not None:
@@ -92,9 +71,10 @@ def write_hparams(w: gguf.GGUFWriter, config: dict, rules: ArchRules) -> None:
     if config.get("head_dim") is not None:
         w.add_key_length(config["head_dim"])
         w.add_value_length(config["head_dim"])
-    if rules.llama_keys:
-        w.add_vocab_size(config["vocab_size"])
-        w.add_rope_dimension_count(head_dim(config))
+    extra = {gguf.Keys.LLM.VOCAB_SIZE: config["vocab_size"], gguf.Keys.Rope.DIMENSION_COUNT: head_dim(config)}
+    for key in arch.converter_keys:
+        if key in extra:  # the tokenizer's keys are written with the vocabulary
+            w.add_uint32(arch.key(key), extra[key])
 
 
 def _write_rope_scaling(w: gguf.GGUFWriter, rope: dict) -> None:
@@ -136,13 +116,13 @@ def llama3_rope_factors(config: dict) -> torch.Tensor | None:
     return torch.tensor([float(x) for x in out], dtype=torch.float32)
 
 
-def gguf_name(rules: ArchRules, n_layers: int, hf_name: str) -> str | None:
+def gguf_name(arch: Architecture, n_layers: int, hf_name: str) -> str | None:
     """The GGUF tensor name for an HF tensor; None for tensors to drop; GGUFLMError for unknown ones."""
     if hf_name.endswith(_SKIPPED_SUFFIXES):
         return None
-    mapped = gguf.get_tensor_name_map(rules.arch, n_layers).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    mapped = gguf.get_tensor_name_map(arch.gguf_arch, n_layers).get_name(hf_name, try_suffixes=(".weight", ".bias"))
     if mapped is None:
-        raise GGUFLMError(f"checkpoint tensor {hf_name!r} has no GGUF equivalent for {arch_name(rules)}.")
+        raise GGUFLMError(f"checkpoint tensor {hf_name!r} has no GGUF equivalent for {arch.name}.")
     return mapped
 
 
@@ -151,16 +131,14 @@ def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def unpermute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Inverse of `permute_qk`: back to HF's half-split layout."""
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def qk_heads(config: dict, gguf_tensor: str) -> int | None:
     """Head count to permute a tensor by (Q: heads, K: kv heads), or None for tensors left as they are."""
-    kind = gguf_tensor.split(".")[2] if gguf_tensor.startswith("blk.") else ""
-    if kind == "attn_q":
+    parts = gguf_tensor.split(".")
+    if parts[0] != "blk" or not parts[1].isdigit():
+        return None
+    base = gguf_tensor.rsplit(".", 1)[0]  # weight and bias alike
+    if base == gguf.TENSOR_NAMES[archs.T.ATTN_Q].format(bid=parts[1]):
         return config["num_attention_heads"]
-    if kind == "attn_k":
+    if base == gguf.TENSOR_NAMES[archs.T.ATTN_K].format(bid=parts[1]):
         return config.get("num_key_value_heads") or config["num_attention_heads"]
     return None

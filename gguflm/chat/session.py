@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from gguflm.chat_template import ChatTemplate
+from gguflm.chat.template import ChatTemplate
+from gguflm.chat.thinking import thinking_open
 from gguflm.engine import Engine
 from gguflm.errors import GGUFLMError
 from gguflm.files import write_text_atomic
-from gguflm.sampling import SamplingParams
+from gguflm.sampling import GREEDY, SamplingParams
 
 ROLES = ("system", "user", "assistant", "tool")
 WARN_FRACTION = 0.9  # warn when a reply leaves the context fuller than this
@@ -49,7 +50,7 @@ class ChatSession:
     ):
         self.engine = engine
         self.template = template
-        self.sampling = sampling or SamplingParams()
+        self.sampling = sampling or GREEDY
         self.max_tokens = max_tokens  # -1: until end of turn or the context is full
         self.messages: list[dict] = []
         self.notices: list[str] = []  # for the user, drained by the front end after each call
@@ -60,7 +61,7 @@ class ChatSession:
 
     @property
     def tokenizer(self):
-        return self.engine.model.tokenizer
+        return self.engine.tokenizer
 
     @property
     def system(self) -> str | None:
@@ -80,7 +81,7 @@ class ChatSession:
     @property
     def thinking_open(self) -> bool:
         """True when the last prompt left a <think> block open (the reply starts inside it)."""
-        return self.last_prompt.rfind("<think>") > self.last_prompt.rfind("</think>")
+        return thinking_open(self.last_prompt)
 
     # ---------------------------------------------------------------- turns
 

@@ -1,25 +1,27 @@
-"""Decode GEMV y = x @ W^T for Q8_0 (and dense) weights, with fused epilogues.
+"""Decode GEMV y = x @ W^T over a packed weight, dequantized in registers, with fused epilogues.
 
-Q8_0 weights come as `qs` int8 (N, K) and `d` fp16 (N, K/32): W[n, k] = d[n, k//32] * qs[n, k].
-Dequantization happens in registers inside the dot product; nothing is written back.
+The weight's format (the quant registry's `kernel` name) picks the layout the kernel reads:
+dense: W (N, K) fp16/bf16/fp32; q8_0: qs int8 (N, K) and d fp16 (N, K/32), W[n, k] = d[n, k//32] * qs[n, k].
+Nothing is written back: each weight byte is read once per token.
 """
-
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from gguflm.quants import Q8_0
+from gguflm.quants import PackedWeight, QuantFormat
 
-from ._launch import num_sms
+from .settings import GemvConfig, gemv_settings, reduce_block
+
+# kernel name of a format -> the LAYOUT constexpr the kernel branches on
+LAYOUTS = {"dense": 0, "q8_0": 1}
 
 # ---------------------------------------------------------------------------- kernels
 
 
 @triton.jit
-def _w_block(w_rows, d_rows, kk, kb, xv, k_hi, HAS_SCALE: tl.constexpr, EVEN_K: tl.constexpr):
-    """(BLOCK_N, NB) block dot products sum_j W[n, 32b + j] * x[32b + j], scaled by d[n, b].
+def _w_block(w_rows, d_rows, kk, kb, xv, k_hi, LAYOUT: tl.constexpr, EVEN_K: tl.constexpr):
+    """(BLOCK_N, NB) block dot products sum_j W[n, 32b + j] * x[32b + j] (Q8_0: scaled by d[n, b]).
 
     Weights are read once per token: evict_first keeps them from pushing x out of L2.
     """
@@ -28,21 +30,21 @@ def _w_block(w_rows, d_rows, kk, kb, xv, k_hi, HAS_SCALE: tl.constexpr, EVEN_K: 
     else:
         w = tl.load(w_rows + kk[None, :, :], mask=(kk < k_hi)[None, :, :], other=0,
                     eviction_policy="evict_first")
-    if HAS_SCALE:  # issued beside the weight load, not after the reduction: one memory round-trip
+    if LAYOUT == 1:  # Q8_0 scales, issued beside the weight load, not after the reduction: one round-trip
         if EVEN_K:
             dv = tl.load(d_rows + kb[None, :], eviction_policy="evict_first")
         else:
             dv = tl.load(d_rows + kb[None, :], mask=(kb < k_hi // 32)[None, :], other=0.0,
                          eviction_policy="evict_first")
     part = tl.sum(w.to(tl.float32) * xv[None, :, :], axis=2)
-    if HAS_SCALE:
+    if LAYOUT == 1:
         part = part * dv.to(tl.float32)
     return part
 
 
 @triton.jit
 def _dot_rows(x_row, w_ptr, d_ptr, rows, rows2, stride_wn, stride_dn, k_lo, k_hi,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_SCALE: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LAYOUT: tl.constexpr,
               EVEN_K: tl.constexpr, TWO: tl.constexpr):
     """acc[i] = sum_{k in [k_lo, k_hi)} x[k] * W[rows[i], k] in fp32 (and the same for rows2 if TWO).
 
@@ -65,9 +67,9 @@ def _dot_rows(x_row, w_ptr, d_ptr, rows, rows2, stride_wn, stride_dn, k_lo, k_hi
             xv = tl.load(x_row + kk).to(tl.float32)
         else:
             xv = tl.load(x_row + kk, mask=kk < k_hi, other=0.0).to(tl.float32)
-        acc += _w_block(w1, d1, kk, kb, xv, k_hi, HAS_SCALE, EVEN_K)
+        acc += _w_block(w1, d1, kk, kb, xv, k_hi, LAYOUT, EVEN_K)
         if TWO:
-            acc2 += _w_block(w2, d2, kk, kb, xv, k_hi, HAS_SCALE, EVEN_K)
+            acc2 += _w_block(w2, d2, kk, kb, xv, k_hi, LAYOUT, EVEN_K)
     return tl.sum(acc, axis=1), tl.sum(acc2, axis=1)
 
 
@@ -89,12 +91,12 @@ def _epilogue(g, u, m, offs_n, nmask, bias_ptr, res_ptr, out_ptr, stride_rm, str
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, d_ptr, bias_ptr, res_ptr, out_ptr, part_ptr,
                  M, N_OUT, K, stride_xm, stride_wn, stride_dn, stride_rm, stride_om, k_per_split,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_SCALE: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LAYOUT: tl.constexpr,
                  EVEN_K: tl.constexpr, GLU: tl.constexpr, SPLIT: tl.constexpr,
                  HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr):
     """Grid (M, cdiv(N_OUT, BLOCK_N), SPLIT_K); x (M, K), W (N, K) row-major, N = N_OUT or 2*N_OUT (GLU).
 
-    g[m, n] = sum_k x[m, k] * d[n, k // 32] * qs[n, k] (W[n, k] when dense), fp32 accumulate;
+    g[m, n] = sum_k x[m, k] * W[n, k] (Q8_0: d[n, k // 32] * qs[n, k]), fp32 accumulate;
     out[m, n] = g + bias[n] + residual[m, n], or with GLU silu(g[m, n]) * g[m, N_OUT + n]:
     each program computes gate rows n and up rows N_OUT + n for the same n.
     SPLIT: writes fp32 partial sums part[s, m, :] (gate then up for GLU); _reduce_kernel finishes.
@@ -110,7 +112,7 @@ def _gemv_kernel(x_ptr, w_ptr, d_ptr, bias_ptr, res_ptr, out_ptr, part_ptr,
     k_hi = tl.minimum(K, k_lo + k_per_split)
     x_row = x_ptr + m * stride_xm
     g, u = _dot_rows(x_row, w_ptr, d_ptr, rows, rows + N_OUT, stride_wn, stride_dn, k_lo, k_hi,
-                     BLOCK_N, BLOCK_K, HAS_SCALE, EVEN_K, GLU)
+                     BLOCK_N, BLOCK_K, LAYOUT, EVEN_K, GLU)
     if SPLIT:
         width = 2 * N_OUT if GLU else N_OUT
         base = part_ptr + (s * M + m) * width
@@ -142,72 +144,45 @@ def _reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N_OUT, stride_rm, st
               GLU, HAS_BIAS, HAS_RES)
 
 
-# ---------------------------------------------------------------------------- configs
-
-
-@dataclass(frozen=True)
-class GemvConfig:
-    block_n: int      # output rows per program (per half for gate+up)
-    block_k: int      # K elements per loop step; a multiple of 32
-    split_k: int      # K ranges reduced by a second, deterministic pass when > 1
-    num_warps: int
-
-
-def gemv_config(n_out: int, k: int, elem_bytes: int, n_mats: int = 1,
-                num_sms: int = 132) -> GemvConfig:
-    """Pick tiles for an (n_out x n_mats, K) weight of `elem_bytes` per element (1 for Q8_0).
-
-    Each step streams up to 1 KiB of each row; tiles of 0.5-8 KiB give every thread 16-32
-    bytes (16-byte loads); >= 4 programs per SM keep every SM's memory pipe full, and K is
-    split (second, deterministic pass) only when N is too small for that. K that is not a
-    multiple of 128 takes a masked, slower path (real models' K are multiples of 128).
-    """
-    block_k = 1024 // elem_bytes
-    while block_k > 128 and k % block_k:
-        block_k //= 2
-    if k % block_k:                                   # odd K: masked tail (a block is >= 32 wide)
-        block_k = max(32, min(1024 // elem_bytes, triton.next_power_of_2(k)))
-    row_bytes = block_k * elem_bytes * n_mats
-    max_bn = max(1, 8192 // row_bytes)
-    block_n = min(max_bn, triton.cdiv(512, row_bytes))   # at least 16 bytes per thread of a warp
-    want = 4 * num_sms
-    while block_n * 2 <= max_bn and triton.cdiv(n_out, block_n * 2) >= want:
-        block_n *= 2
-    split_k = 1
-    n_kb = triton.cdiv(k, block_k)
-    while (triton.cdiv(n_out, block_n) * split_k * 2 <= want and split_k * 2 <= n_kb
-           and n_kb % (split_k * 2) == 0):
-        split_k *= 2
-    num_warps = max(1, min(8, block_n * row_bytes // 1024))
-    return GemvConfig(block_n, block_k, split_k, num_warps)
-
-
 # ---------------------------------------------------------------------------- launchers
 
 
-def _check(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor | None) -> None:
+def supports(fmt: QuantFormat) -> bool:
+    """Whether the GEMV has a kernel for this format's device layout."""
+    return fmt.kernel in LAYOUTS
+
+
+def _buffers(w: PackedWeight) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the weight stream, its block scales or None), as the kernel takes them."""
+    if not supports(w.fmt):
+        raise ValueError(f"the Triton GEMV has no kernel for {w.fmt.name} weights")
+    return (w.parts[0], None) if w.fmt.kernel == "dense" else (w.parts[0], w.parts[1])
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor | None) -> None:
     if x.dim() not in (1, 2) or x.stride(-1) != 1:
         raise ValueError(f"x must be (K,) or (M, K) with unit stride on K, got {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"x must be fp32/fp16/bf16, got {x.dtype}")
-    if qs.dim() != 2 or qs.stride(1) != 1 or qs.shape[1] != x.shape[-1]:
-        raise ValueError(f"weight must be (N, {x.shape[-1]}) with unit stride on K, got {tuple(qs.shape)}")
-    if x.device != qs.device or (d is not None and d.device != qs.device):
+    if w.dim() != 2 or w.stride(1) != 1 or w.shape[1] != x.shape[-1]:
+        raise ValueError(f"weight must be (N, {x.shape[-1]}) with unit stride on K, got {tuple(w.shape)}")
+    if x.device != w.device or (d is not None and d.device != w.device):
         raise ValueError("x, the weight and its scales must be on the same device")
     if d is None:
-        if qs.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"a dense weight must be fp16/bf16/fp32, got {qs.dtype}")
+        if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"a dense weight must be fp16/bf16/fp32, got {w.dtype}")
         return
-    n, k = qs.shape
-    if qs.dtype != torch.int8 or k % 32:
-        raise ValueError(f"Q8_0 qs must be int8 with K % 32 == 0, got {qs.dtype} K={k}")
+    n, k = w.shape
+    if w.dtype != torch.int8 or k % 32:
+        raise ValueError(f"Q8_0 qs must be int8 with K % 32 == 0, got {w.dtype} K={k}")
     if d.dtype != torch.float16 or tuple(d.shape) != (n, k // 32) or d.stride(1) != 1:
         raise ValueError(f"Q8_0 d must be fp16 ({n}, {k // 32}), got {d.dtype} {tuple(d.shape)}")
 
 
-def _launch(x, qs, d, n_out, glu, bias, residual, out, config):
-    _check(x, qs, d)
-    x2 = x if x.dim() == 2 else x.unsqueeze(0)                       # (M, K)
+def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
+    w, d = _buffers(weight)
+    _check(x, w, d)
+    x2 = x if x.dim() == 2 else x.unsqueeze(0)  # (M, K)
     m, k = x2.shape
     out_shape = (m, n_out) if x.dim() == 2 else (n_out,)
     if out is None:
@@ -221,26 +196,26 @@ def _launch(x, qs, d, n_out, glu, bias, residual, out, config):
     out2 = out if out.dim() == 2 else out.unsqueeze(0)
     res2 = None if residual is None else (residual if residual.dim() == 2 else residual.unsqueeze(0))
     if config is None:
-        config = gemv_config(n_out, k, qs.element_size(), 2 if glu else 1, num_sms(x.device))
+        config = gemv_settings(n_out, k, w.element_size(), 2 if glu else 1, x.device)
     split = config.split_k > 1
     part = torch.empty((config.split_k, m, n_out * (2 if glu else 1)), device=x.device,
                        dtype=torch.float32) if split else out2
     k_per_split = triton.cdiv(triton.cdiv(k, config.block_k), config.split_k) * config.block_k
     even_k = k % config.block_k == 0 and (k // config.block_k) % config.split_k == 0
-    d_arg = qs if d is None else d
+    d_arg = w if d is None else d
     bias_arg = out2 if bias is None else bias
     res_arg = out2 if res2 is None else res2
     stride_rm = 0 if res2 is None else res2.stride(0)
     grid = (m, triton.cdiv(n_out, config.block_n), config.split_k)
     _gemv_kernel[grid](
-        x2, qs, d_arg, bias_arg, res_arg, out2, part,
-        m, n_out, k, x2.stride(0), qs.stride(0), d_arg.stride(0), stride_rm, out2.stride(0),
+        x2, w, d_arg, bias_arg, res_arg, out2, part,
+        m, n_out, k, x2.stride(0), w.stride(0), d_arg.stride(0), stride_rm, out2.stride(0),
         k_per_split,
-        BLOCK_N=config.block_n, BLOCK_K=config.block_k, HAS_SCALE=d is not None, EVEN_K=even_k,
+        BLOCK_N=config.block_n, BLOCK_K=config.block_k, LAYOUT=LAYOUTS[weight.fmt.kernel], EVEN_K=even_k,
         GLU=glu, SPLIT=split, HAS_BIAS=bias is not None, HAS_RES=res2 is not None,
         num_warps=config.num_warps)
     if split:
-        block = min(1024, triton.next_power_of_2(n_out))
+        block = reduce_block(n_out)
         _reduce_kernel[(m, triton.cdiv(n_out, block))](
             part, bias_arg, res_arg, out2, m, n_out, stride_rm, out2.stride(0),
             SPLIT_K=config.split_k, BLOCK=block, GLU=glu, HAS_BIAS=bias is not None,
@@ -248,47 +223,20 @@ def _launch(x, qs, d, n_out, glu, bias, residual, out, config):
     return out
 
 
-def q8_gemv(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor | None, *,
-            bias: torch.Tensor | None = None, residual: torch.Tensor | None = None,
-            out: torch.Tensor | None = None, config: GemvConfig | None = None) -> torch.Tensor:
+def gemv(x: torch.Tensor, w: PackedWeight, *, bias: torch.Tensor | None = None,
+         residual: torch.Tensor | None = None, out: torch.Tensor | None = None,
+         config: GemvConfig | None = None) -> torch.Tensor:
     """y = x @ W^T (+ bias) (+ residual), fp32 accumulate; x (K,) -> (N,), x (M, K) -> (M, N).
 
-    W is Q8_0 (qs int8 (N, K), d fp16 (N, K/32)) or dense fp16/bf16/fp32 qs with d=None.
     out defaults to a new fp32 tensor; out may be `residual` itself (in-place residual add).
+    config defaults to the settings for this shape and device.
     """
-    return _launch(x, qs, d, qs.shape[0], False, bias, residual, out, config)
+    return _launch(x, w, w.shape[0], False, bias, residual, out, config)
 
 
-def q8_gemv_silu_mul(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor | None, *,
-                     out: torch.Tensor | None = None,
-                     config: GemvConfig | None = None) -> torch.Tensor:
+def gemv_silu_mul(x: torch.Tensor, w: PackedWeight, *, out: torch.Tensor | None = None,
+                  config: GemvConfig | None = None) -> torch.Tensor:
     """silu(x @ Wg^T) * (x @ Wu^T) for a fused weight (2F, K): rows [0, F) gate, [F, 2F) up."""
-    if qs.dim() != 2 or qs.shape[0] % 2:
-        raise ValueError(f"fused gate+up weight must have an even row count, got {tuple(qs.shape)}")
-    return _launch(x, qs, d, qs.shape[0] // 2, True, None, None, out, config)
-
-
-# ---------------------------------------------------------------------------- reference
-
-
-def dequantize_q8_0_ref(qs: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
-    """W (N, K) fp32 from qs int8 (N, K) and d fp16 (N, K/32); a dense qs passes through."""
-    if d is None:
-        return qs.float()
-    return Q8_0.dequantize(qs, d)  # the loader's reference, bit-exact with gguf.quants
-
-
-def q8_gemv_ref(x, qs, d, *, bias=None, residual=None):
-    """Torch reference for q8_gemv (fp32 result)."""
-    y = x.float() @ dequantize_q8_0_ref(qs, d).T
-    if bias is not None:
-        y = y + bias.float()
-    if residual is not None:
-        y = y + residual.float()
-    return y
-
-
-def q8_gemv_silu_mul_ref(x, qs, d):
-    """Torch reference for q8_gemv_silu_mul (fp32 result)."""
-    gate, up = (x.float() @ dequantize_q8_0_ref(qs, d).T).chunk(2, dim=-1)
-    return torch.nn.functional.silu(gate) * up
+    if w.shape[0] % 2:
+        raise ValueError(f"fused gate+up weight must have an even row count, got {tuple(w.shape)}")
+    return _launch(x, w, w.shape[0] // 2, True, None, None, out, config)

@@ -1,4 +1,5 @@
-"""Prefill GEMM y = x @ W^T with Q8_0 weights dequantized tile by tile in SRAM.
+"""Prefill GEMM y = x @ W^T over a packed weight: Q8_0 dequantized tile by tile in SRAM, dense
+weights through torch (cuBLAS).
 
 Prefill is compute-bound: each (BLOCK_K, BLOCK_N) weight tile is loaded as int8, scaled by its
 fp16 block scales in registers, cast to x's dtype and fed to tl.dot (tensor cores), fp32 accumulate.
@@ -12,11 +13,13 @@ scripts/bench_gemv.py is the place to add that comparison when it is measured.
 """
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ._launch import dot_dtype
-from .q8_gemv import dequantize_q8_0_ref
+from gguflm.quants import PackedWeight
+
+from .settings import dot_dtype, gemm_config
 
 # ---------------------------------------------------------------------------- kernel
 
@@ -67,16 +70,6 @@ def _q8_gemm_kernel(x_ptr, qs_ptr, d_ptr, out_ptr, M, N, K,
 # ---------------------------------------------------------------------------- launcher
 
 
-def gemm_config(M: int, N: int, K: int) -> dict:
-    """Tiles keyed on shape: 128x128 for long prompts, narrower M tiles for short ones."""
-    block_m = 128 if M >= 128 else max(16, triton.next_power_of_2(M))
-    block_n = 128 if N >= 128 else max(16, triton.next_power_of_2(N))
-    block_k = 64 if K % 64 == 0 else 32                  # always divides K (K % 32 == 0)
-    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8,
-                num_warps=num_warps, num_stages=3)
-
-
 def q8_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, *,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W^T with W = Q8_0 (qs int8 (N, K), d fp16 (N, K/32)).
@@ -102,9 +95,15 @@ def q8_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, *,
     return out
 
 
-# ---------------------------------------------------------------------------- reference
+def gemm(x: torch.Tensor, w: PackedWeight, act_dtype: torch.dtype) -> torch.Tensor:
+    """y (M, N) fp32 = x (M, K) @ W^T for any supported format.
 
-
-def q8_gemm_ref(x, qs, d):
-    """Torch reference: fp32 math, result in x's dtype."""
-    return (x.float() @ dequantize_q8_0_ref(qs, d).T).to(x.dtype)
+    Q8_0: x rounded to act_dtype (fp16/bf16) for tensor cores, weight tiles dequantized in SRAM;
+    dense weights: x in the weight's own dtype, through torch (cuBLAS).
+    """
+    if w.fmt.kernel == "q8_0":
+        out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
+        return q8_gemm(x.to(act_dtype), *w.parts, out=out)
+    if w.fmt.kernel != "dense":
+        raise ValueError(f"the prefill GEMM has no kernel for {w.fmt.name} weights")
+    return F.linear(x.to(w.parts[0].dtype), w.parts[0]).float()

@@ -2,6 +2,8 @@
 
 Templates are jinja2, rendered exactly as transformers renders them, but inside a guarded
 sandbox (`gguflm.chat.sandbox`): they come from untrusted files.
+`ChatTemplate.for_model` picks the template a model chats with; `gguflm chat`, `gguflm run --chat`
+and the Python API all go through it.
 """
 
 import dataclasses
@@ -9,6 +11,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
+import gguf
 import jinja2
 
 from gguflm.chat.limits import RenderLimitError
@@ -73,6 +76,15 @@ class ChatTemplate:
             raise GGUFLMError(f"{self._label} failed: {_describe(e)}") from None
 
     @classmethod
+    def for_model(cls, model, option: str | None = None) -> "ChatTemplate":
+        """The template a loaded model chats with: `option` (a built-in name or a .jinja file, as
+        --chat-template gives it), else the file's own; BOS/EOS texts from the model's vocabulary."""
+        tok = model.tokenizer
+        bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
+        eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
+        return cls.resolve(option, model.file.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE, None, str), bos, eos)
+
+    @classmethod
     def resolve(
         cls, option: str | None, gguf_template: str | None, bos_token: str = "", eos_token: str = ""
     ) -> "ChatTemplate":
@@ -100,10 +112,10 @@ class ChatTemplate:
 
 
 def load_builtin(name: str) -> str:
-    """The source of a built-in template, shipped as gguflm/templates/<name>.jinja."""
+    """The source of a built-in template, shipped as gguflm/chat/templates/<name>.jinja."""
     if name not in BUILTIN_TEMPLATES:
         raise GGUFLMError(f"unknown built-in chat template {name!r}; choose one of: {', '.join(BUILTIN_TEMPLATES)}")
-    return resources.files("gguflm").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
+    return resources.files("gguflm.chat").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def _describe(error: BaseException) -> str:

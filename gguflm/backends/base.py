@@ -1,0 +1,83 @@
+"""The Backend: what the engine needs from a model implementation, and the parts both share.
+
+A backend runs the transformer over a KV cache. `prefill` appends a run of tokens and returns
+their logits; `decode` appends one; `decode_step` is the graph-safe form of `decode` (token and
+position in device tensors, `cache.length` kept by the caller), so a CUDA graph can capture it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gguflm.config import ModelConfig
+from gguflm.errors import GGUFLMError
+from gguflm.kv_cache import KVCache
+from gguflm.weights import ModelWeights
+
+
+class Backend:
+    """Shared by the reference and Triton backends; each implements `hidden`, `head` and `decode_step`."""
+
+    cache_dtype: torch.dtype  # what `new_cache` allocates by default
+
+    def __init__(self, cfg: ModelConfig, weights: ModelWeights):
+        self.cfg = cfg
+        self.weights = weights
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights.output_norm.device
+
+    def new_cache(self, max_ctx: int, dtype: torch.dtype | None = None) -> KVCache:
+        return KVCache.allocate(self.cfg, max_ctx, self.device, dtype or self.cache_dtype)
+
+    # ------------------------------------------------------------------ what each backend implements
+
+    def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """All layers for tokens (T,) at positions cache.length..; returns the normed hidden (T, dim) fp32."""
+        raise NotImplementedError
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (T, n_vocab) fp32 of normed hidden rows (T, dim): the output matrix."""
+        raise NotImplementedError
+
+    def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Graph-safe decode: token (1,) long and pos (1,) on the device; returns logits (n_vocab,)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared entry points
+
+    def prefill(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """Run `tokens` (T,) after the cache's contents; returns logits (T, n_vocab) fp32."""
+        h = self._advance(tokens, cache)
+        if not h.shape[0]:
+            return torch.empty((0, self.cfg.n_vocab), device=self.device)
+        return self.head(h)
+
+    def prefill_last(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """Like `prefill`, but only the last position's logits (n_vocab,): the head runs on one row."""
+        h = self._advance(tokens, cache)
+        if not h.shape[0]:
+            raise GGUFLMError("prefill_last needs at least one token")
+        return self.head(h[-1:])[0]
+
+    def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token after the cache's contents; returns logits (n_vocab,) fp32."""
+        return self.prefill(torch.as_tensor(token).reshape(1), cache)[0]
+
+    @torch.inference_mode()
+    def _advance(self, tokens: torch.Tensor | list[int], cache: KVCache) -> torch.Tensor:
+        """`hidden` over tokens appended to the cache, which then holds them; (T, dim)."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).to(self.device)
+        start, n = cache.length, tokens.shape[0]
+        check_room(cache, n)
+        if n == 0:
+            return torch.empty((0, self.cfg.dim), device=self.device)
+        h = self.hidden(tokens, cache)
+        cache.length = start + n
+        return h
+
+
+def check_room(cache: KVCache, n: int) -> None:
+    if cache.length + n > cache.max_ctx:
+        raise GGUFLMError(f"context is full: {cache.length} + {n} tokens exceed the context size {cache.max_ctx}")

@@ -1,0 +1,184 @@
+"""The Triton backend: every decode op is a Triton kernel writing into preallocated buffers.
+
+`decode_step` reads its token and position from device tensors and writes only static buffers
+and the cache, so one CUDA graph can capture it. Prefill runs the GEMM launcher (Q8_0 tiles
+dequantized in SRAM, dense weights through cuBLAS) and torch SDPA with a lower-right causal mask.
+The layer loops read like the reference backend's: attention block, then feed-forward block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+from gguflm import ops
+from gguflm.backends.base import Backend, check_room
+from gguflm.config import ModelConfig
+from gguflm.errors import GGUFLMError
+from gguflm.kernels import attention_decode, gemm, gemv, gemv_silu_mul, rmsnorm, rope_and_cache, supports
+from gguflm.kv_cache import KVCache
+from gguflm.quants import PackedWeight
+from gguflm.weights import LayerWeights, ModelWeights
+
+# ---------------------------------------------------------------------------- weights and buffers
+
+
+def activation_dtype(weights: ModelWeights) -> torch.dtype:
+    """bf16 for models stored in bf16 (fp16 could overflow their activations), else fp16."""
+    w = weights.layers[0].wqkv if weights.layers else weights.tok_embd
+    return torch.bfloat16 if w.fmt.torch_dtype == torch.bfloat16 else torch.float16
+
+
+def check_kernels(weights: ModelWeights) -> None:
+    """A clear error, naming the weight, for a format the kernels cannot read."""
+    for name, w in weights.tensors():
+        if isinstance(w, PackedWeight) and not supports(w.fmt):
+            raise GGUFLMError(f"the triton backend has no kernel for {name}'s format {w.fmt.name} (use the reference backend)")
+
+
+@dataclass
+class DecodeBuffers:
+    """Static activations of one decode step: a captured graph reads and writes these addresses."""
+
+    token: torch.Tensor  # (1,) long
+    pos: torch.Tensor  # (1,) int32, the position the token is written at
+    x: torch.Tensor  # (dim,) fp32, the residual stream
+    h: torch.Tensor  # (dim,) fp32, the normalized residual
+    qkv: torch.Tensor  # (q_dim + 2 * kv_dim,) fp32
+    q: torch.Tensor  # (n_heads, head_dim) fp32, rotated
+    attn: torch.Tensor  # (n_heads, head_dim) fp32
+    ff: torch.Tensor  # (ffn_dim,) fp32, silu(gate) * up
+    logits: torch.Tensor  # (n_vocab,) fp32
+
+    @classmethod
+    def allocate(cls, cfg: ModelConfig, device: torch.device) -> "DecodeBuffers":
+        def f32(*shape: int) -> torch.Tensor:
+            return torch.zeros(shape, dtype=torch.float32, device=device)
+
+        return cls(
+            token=torch.zeros(1, dtype=torch.long, device=device),
+            pos=torch.zeros(1, dtype=torch.int32, device=device),
+            x=f32(cfg.dim),
+            h=f32(cfg.dim),
+            qkv=f32(cfg.q_dim + 2 * cfg.kv_dim),
+            q=f32(cfg.n_heads, cfg.head_dim),
+            attn=f32(cfg.n_heads, cfg.head_dim),
+            ff=f32(cfg.ffn_dim),
+            logits=f32(cfg.n_vocab),
+        )
+
+
+# ---------------------------------------------------------------------------- the backend
+
+
+class TritonBackend(Backend):
+    """The model on Triton kernels: `prefill` fills a cache, `decode`/`decode_step` extend it by one token."""
+
+    def __init__(self, cfg: ModelConfig, weights: ModelWeights):
+        super().__init__(cfg, weights)
+        check_kernels(weights)
+        self.act_dtype = activation_dtype(weights)
+        self.cache_dtype = self.act_dtype
+        self.rope = ops.Rope.of(cfg, weights.rope_freqs)
+        self.buf = DecodeBuffers.allocate(cfg, self.device)
+
+    # ------------------------------------------------------------------ decode
+
+    @torch.inference_mode()
+    def decode(self, token: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token after the cache's contents; returns logits (n_vocab,) fp32."""
+        check_room(cache, 1)
+        self.buf.token.copy_(torch.as_tensor(token).reshape(1))
+        self.buf.pos.fill_(cache.length)
+        logits = self._step(cache).clone()
+        cache.length += 1
+        return logits
+
+    @torch.inference_mode()
+    def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The result is a static buffer, overwritten by the next step; the caller keeps `cache.length`."""
+        if token.data_ptr() != self.buf.token.data_ptr():
+            self.buf.token.copy_(token)
+        if pos.data_ptr() != self.buf.pos.data_ptr():
+            self.buf.pos.copy_(pos)  # long -> int32 on the device
+        return self._step(cache)
+
+    def _step(self, cache: KVCache) -> torch.Tensor:
+        """All layers and the output head for buf.token at buf.pos: kernel launches only, no host sync."""
+        cfg, w, b = self.cfg, self.weights, self.buf
+        b.x.copy_(ops.embed(w.tok_embd, b.token)[0])
+        for i, layer in enumerate(w.layers):
+            rmsnorm(b.x, layer.attn_norm, cfg.norm_eps, out=b.h)
+            self._decode_attention(i, layer, cache)  # b.x += attention(b.h)
+            rmsnorm(b.x, layer.ffn_norm, cfg.norm_eps, out=b.h)
+            gemv_silu_mul(b.h, layer.w_gate_up, out=b.ff)
+            gemv(b.ff, layer.w_down, residual=b.x, out=b.x)
+        rmsnorm(b.x, w.output_norm, cfg.norm_eps, out=b.h)
+        return gemv(b.h, w.output, out=b.logits)
+
+    def _decode_attention(self, i: int, layer: LayerWeights, cache: KVCache) -> None:
+        cfg, b = self.cfg, self.buf
+        gemv(b.h, layer.wqkv, bias=layer.bqkv, out=b.qkv)
+        rope_and_cache(b.qkv, b.pos, cache.k[i], cache.v[i], self.rope, n_head=cfg.n_heads, q_out=b.q,
+                       q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps)
+        attention_decode(b.q, cache.k[i], cache.v[i], b.pos, out=b.attn)
+        gemv(b.attn.view(cfg.q_dim), layer.wo, residual=b.x, out=b.x)
+
+    # ------------------------------------------------------------------ prefill
+
+    def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        cfg, w = self.cfg, self.weights
+        start = cache.length
+        pos = torch.tensor([start], dtype=torch.int32, device=self.device)
+        x = ops.embed(w.tok_embd, tokens)  # (T, dim) fp32
+        for i, layer in enumerate(w.layers):
+            x = x + self._prefill_attention(i, layer, rmsnorm(x, layer.attn_norm, cfg.norm_eps), pos, start, cache)
+            h = rmsnorm(x, layer.ffn_norm, cfg.norm_eps)
+            x = x + self._linear(ops.silu_mul(self._linear(h, layer.w_gate_up)), layer.w_down, wide=True)
+        return rmsnorm(x, w.output_norm, cfg.norm_eps)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self._linear(h, self.weights.output)
+
+    def _prefill_attention(self, i: int, layer: LayerWeights, h: torch.Tensor, pos: torch.Tensor, start: int,
+                           cache: KVCache) -> torch.Tensor:
+        cfg = self.cfg
+        qkv = self._linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim) fp32
+        q = rope_and_cache(qkv, pos, cache.k[i], cache.v[i], self.rope, n_head=cfg.n_heads,
+                           q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps)  # rotated inside qkv
+        return self._linear(self._attend(q, cache.k[i], cache.v[i], start), layer.wo)
+
+    def _linear(self, x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None,
+                wide: bool = False) -> torch.Tensor:
+        """x (T, K) fp32 @ W^T -> (T, N) fp32 through the GEMM launcher.
+
+        wide: x is not normalized (the SwiGLU product); rows past fp16's range are scaled down first.
+        """
+        scale = None
+        if wide and self.act_dtype == torch.float16:
+            # a power of two keeps the fp16 rounding of every row exactly as it was; 1 for rows under 2^14
+            scale = torch.exp2(torch.log2(x.abs().amax(dim=1, keepdim=True) / 2**14).ceil().clamp(min=0))  # (T, 1)
+            x = x / scale
+        y = gemm(x, w, self.act_dtype)
+        if scale is not None:
+            y = y * scale
+        return y if bias is None else y + bias
+
+    def _attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
+        """Causal attention of q (T, n_heads, hd) at positions start.. over cache rows [0, start + T); -> (T, q_dim)."""
+        n, n_heads, hd = q.shape
+        span = start + n
+        # SDPA in the cache dtype on the GPU (flash / memory-efficient kernels); fp32 math on the CPU
+        dtype = k_cache.dtype if q.is_cuda else torch.float32
+        group = n_heads // k_cache.shape[0]
+        keys = k_cache[:, :span].to(dtype).repeat_interleave(group, dim=0)  # (n_heads, span, hd)
+        values = v_cache[:, :span].to(dtype).repeat_interleave(group, dim=0)
+        # an empty cache is plain causal (flash kernels); after a prefix the diagonal sits at the right
+        mask = None if start == 0 else causal_lower_right(n, span)
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1).to(dtype)[None], keys[None], values[None], attn_mask=mask, is_causal=start == 0
+        )  # (1, n_heads, T, hd)
+        return out[0].transpose(0, 1).reshape(n, n_heads * hd).float()
