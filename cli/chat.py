@@ -29,7 +29,7 @@ def chat(
 
     loaded, seconds = o.load_model(opts.model, opts.device)
     template = o.chat_template(loaded, opts.chat_template)
-    engine = o.make_engine(loaded, opts.ctx, opts.no_graph)
+    engine = o.make_engine(loaded, opts)
     session = ChatSession(engine, template, system=opts.system, sampling=sampling, max_tokens=opts.n_predict)
     interactive = sys.stdin.isatty()
     repl = Repl(session, hide_thinking=hide_thinking, interactive=interactive)
@@ -38,7 +38,7 @@ def chat(
     if not interactive:
         repl.run_lines(sys.stdin)
         return
-    repl.info(f"{opts.model.name} on {loaded.device} · loaded in {seconds:.1f} s · context {engine.ctx} tokens")
+    repl.info(f"{opts.model.name} on {loaded.device} · loaded in {seconds:.1f} s · {engine.cache_summary}")
     repl.run_terminal()
 
 

@@ -57,6 +57,21 @@ ChatTemplateOpt = Annotated[
 ]
 System = Annotated[Optional[str], typer.Option("--system", help="The system prompt.", show_default=False)]
 NoGraph = Annotated[bool, typer.Option("--no-graph", help="Decode eagerly, without CUDA graphs.")]
+CACHE_TYPE_NAMES = ("f32", "f16", "bf16", "q8_0", "q4_0")  # gguflm.kv_cache.CACHE_TYPES, named without torch
+
+
+def _cache_type(value: str | None) -> str | None:
+    if value is not None and value not in CACHE_TYPE_NAMES:  # checked while parsing, before any model is loaded
+        raise GGUFLMError(f"unknown cache type '{value}' (choose from {', '.join(CACHE_TYPE_NAMES)})")
+    return value
+
+
+CacheTypeK = Annotated[Optional[str], typer.Option(
+    "--cache-type-k", "-ctk", callback=_cache_type, show_default=False,
+    help="KV cache type for K: f32, f16, bf16, q8_0 or q4_0 (default: f32 on the CPU, f16/bf16 on a GPU).")]
+CacheTypeV = Annotated[Optional[str], typer.Option(
+    "--cache-type-v", "-ctv", callback=_cache_type, show_default=False,
+    help="KV cache type for V, as for K.")]
 
 
 @dataclass
@@ -70,6 +85,8 @@ class ModelOptions:
     chat_template: ChatTemplateOpt = None
     device: Device = "auto"
     no_graph: NoGraph = False
+    cache_type_k: CacheTypeK = None
+    cache_type_v: CacheTypeV = None
 
 
 # parameter -> (its option, the SamplingParams field it sets); the defaults are llama.cpp's
@@ -146,9 +163,10 @@ def load_model(path: Path, device: str):
     return model, time.perf_counter() - started
 
 
-def make_engine(model, ctx: int | None, no_graph: bool):
-    """The model's engine: CUDA graphs on a GPU unless --no-graph."""
-    return model.new_engine(ctx, graphs=False if no_graph else None)
+def make_engine(model, opts: ModelOptions):
+    """The model's engine: CUDA graphs on a GPU unless --no-graph, the KV cache types asked for."""
+    return model.new_engine(opts.ctx, graphs=False if opts.no_graph else None, cache_type_k=opts.cache_type_k,
+                            cache_type_v=opts.cache_type_v)
 
 
 def chat_template(model, option: str | None):

@@ -56,9 +56,12 @@ def run(
             system + [{"role": "user", "content": text}]))
     else:
         ids = tok.encode(text, add_special=True, parse_special=True)
-    engine = o.make_engine(loaded, opts.ctx, opts.no_graph)
-    if engine.context_message and not quiet:
-        print(engine.context_message, file=sys.stderr)
+    engine = o.make_engine(loaded, opts)
+    engine.check_prompt(ids)
+    if not quiet:
+        for line in (engine.context_message, engine.cache_summary):
+            if line:
+                print(line, file=sys.stderr)
     if verbose_prompt:
         for t in ids:
             print(f"{t:>8} -> {tok.token_to_piece(t)!r}", file=sys.stderr)

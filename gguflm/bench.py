@@ -22,6 +22,7 @@ from gguflm.sampling import GREEDY
 @dataclass
 class DecodeResult:
     context: int
+    cache: str  # K and V cache types, "f16/f16"
     tok_s: float  # the default mode: graph replay on CUDA, eager on the CPU
     tok_s_eager: float
     graph_speedup: float | None  # None where there are no graphs (CPU)
@@ -89,8 +90,8 @@ def kv_bytes_per_token(engine: Engine, context: int) -> int:
 def fill_cache(engine: Engine, context: int, rng: random.Random) -> None:
     """Pretend the cache holds `context` tokens: random ids and random K/V rows."""
     engine.reset()
-    engine.cache.k[:, :, :context].normal_()
-    engine.cache.v[:, :, :context].normal_()
+    engine.cache.k.fill_random(context)
+    engine.cache.v.fill_random(context)
     engine.tokens = [rng.randrange(3, engine.backend.cfg.n_vocab) for _ in range(context)]
     engine.cache.length = context
 
@@ -124,8 +125,10 @@ def peak_memory(device: torch.device) -> int:
 
 
 def run_bench(model: Model, name: str, contexts: list[int], prefill: list[int], steps: int,
-              copy_bytes: int | None = None) -> BenchReport:
-    """Prefill and decode timings for `model`, with the bandwidth ceiling measured first."""
+              copy_bytes: int | None = None, cache_types: list[tuple[str | None, str | None]] = ((None, None),),
+              ) -> BenchReport:
+    """Prefill and decode timings for `model`, with the bandwidth ceiling measured first; decode once
+    for each (K, V) pair of cache types (None: the backend's default)."""
     device = model.device
     cuda = device.type == "cuda"
     if cuda:
@@ -136,24 +139,26 @@ def run_bench(model: Model, name: str, contexts: list[int], prefill: list[int], 
     report = BenchReport(name, str(device), type(model.backend).__name__, bw / 1e9, weight_bytes_per_token(model))
 
     modes = [True, False] if cuda else [False]
-    speeds: dict[bool, dict[int, float]] = {}
-    for graphs in modes:  # one engine (one cache) at a time
-        engine = model.new_engine(ctx=ctx, graphs=graphs)
-        if graphs == modes[0]:
-            for n in prefill:
-                time_prefill(engine, n, rng)  # Triton specializes on the shapes: compile outside the timing
-                report.prefill.append(time_prefill(engine, n, rng))
-        time_decode(engine, min(contexts), min(4, steps), rng)  # capture / compile outside the timings
-        speeds[graphs] = {c: time_decode(engine, c, steps, rng) for c in contexts}
-        kv_row = kv_bytes_per_token(engine, 0)
-        del engine
-    for c in contexts:
-        tok_s, eager = speeds[modes[0]][c], speeds[False][c]
-        nbytes = report.weight_bytes_per_token + kv_row * (c + 1)
-        report.decode.append(DecodeResult(
-            context=c, tok_s=tok_s, tok_s_eager=eager, graph_speedup=tok_s / eager if cuda else None,
-            bytes_per_token=nbytes, achieved_gb_s=nbytes * tok_s / 1e9, fraction_of_copy_bw=nbytes * tok_s / bw,
-        ))
+    for k_type, v_type in cache_types:
+        speeds: dict[bool, dict[int, float]] = {}
+        for graphs in modes:  # one engine (one cache) at a time
+            engine = model.new_engine(ctx=ctx, graphs=graphs, cache_type_k=k_type, cache_type_v=v_type)
+            if not report.prefill:
+                for n in prefill:
+                    time_prefill(engine, n, rng)  # Triton specializes on the shapes: compile outside the timing
+                    report.prefill.append(time_prefill(engine, n, rng))
+            time_decode(engine, min(contexts), min(4, steps), rng)  # capture / compile outside the timings
+            speeds[graphs] = {c: time_decode(engine, c, steps, rng) for c in contexts}
+            kv_row, types = kv_bytes_per_token(engine, 0), "/".join(engine.cache_types)
+            del engine
+        for c in contexts:
+            tok_s, eager = speeds[modes[0]][c], speeds[False][c]
+            nbytes = report.weight_bytes_per_token + kv_row * (c + 1)
+            report.decode.append(DecodeResult(
+                context=c, cache=types, tok_s=tok_s, tok_s_eager=eager,
+                graph_speedup=tok_s / eager if cuda else None, bytes_per_token=nbytes,
+                achieved_gb_s=nbytes * tok_s / 1e9, fraction_of_copy_bw=nbytes * tok_s / bw,
+            ))
     report.peak_memory_bytes = peak_memory(device)
     return report
 
@@ -165,13 +170,13 @@ def markdown(report: BenchReport) -> str:
         f"{report.copy_bandwidth_gb_s:.1f} GB/s · weights read per token {report.weight_bytes_per_token / 1e6:.1f} MB"
         f" · peak memory {report.peak_memory_bytes / 2**30:.2f} GiB",
         "",
-        "| context | decode tok/s | eager tok/s | graph speed-up | MB read/token | GB/s | % of copy bw |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| context | KV cache K/V | decode tok/s | eager tok/s | graph speed-up | MB read/token | GB/s | % of copy bw |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for d in report.decode:
         speedup = f"{d.graph_speedup:.2f}x" if d.graph_speedup is not None else "n/a"
         lines.append(
-            f"| {d.context} | {d.tok_s:.1f} | {d.tok_s_eager:.1f} | {speedup} | {d.bytes_per_token / 1e6:.1f} "
+            f"| {d.context} | {d.cache} | {d.tok_s:.1f} | {d.tok_s_eager:.1f} | {speedup} | {d.bytes_per_token / 1e6:.1f} "
             f"| {d.achieved_gb_s:.1f} | {100 * d.fraction_of_copy_bw:.1f}% |"
         )
     lines += ["", "| prompt tokens | prefill tok/s | time to first token |", "|---:|---:|---:|"]

@@ -17,6 +17,8 @@ import torch
 from gguflm.backends import Backend
 from gguflm.cuda_graph import DecodeGraph, DecodeGraphs
 from gguflm.errors import GGUFLMError
+from gguflm.info import human_bytes
+from gguflm.kv_cache import bytes_per_token, cache_type
 from gguflm.sampling import GREEDY, SamplerTensors, SamplingParams, pick, seed_generator
 
 if TYPE_CHECKING:
@@ -67,8 +69,18 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def choose_context(backend: Backend, requested: int | None) -> tuple[int, str]:
-    """The context size to allocate and a message saying why, when it differs from what was asked."""
+def cache_types(backend: Backend, k_type: str | None, v_type: str | None) -> tuple[str, str]:
+    """The (K, V) cache type names: each the backend's default float type unless given."""
+    return cache_type(k_type or backend.cache_dtype).name, cache_type(v_type or backend.cache_dtype).name
+
+
+def choose_context(backend: Backend, requested: int | None, k_type: str | None = None,
+                   v_type: str | None = None) -> tuple[int, str]:
+    """The context size to allocate and a message saying why, when it differs from what was asked.
+
+    On CUDA the default is as much of the training context as fits in 90% of free memory,
+    counting the real bytes per token of the cache types.
+    """
     cfg = backend.cfg
     if requested is not None:
         if requested <= 0:
@@ -80,9 +92,8 @@ def choose_context(backend: Backend, requested: int | None) -> tuple[int, str]:
             return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
         return ctx, ""
     free, _ = torch.cuda.mem_get_info(backend.device)
-    elem = torch.finfo(backend.cache_dtype).bits // 8
-    per_token = 2 * cfg.n_layers * cfg.kv_dim * elem  # K and V of every layer
-    fits = int(free * 0.9) // per_token
+    per_token = bytes_per_token(cfg, *cache_types(backend, k_type, v_type))  # K and V of every layer
+    fits = int(free * 0.9 // per_token)
     if fits < ctx:
         fits = max(256, fits // 256 * 256)
         return fits, f"context capped at {fits} tokens by free GPU memory (model trained for {ctx}; use --ctx)"
@@ -101,7 +112,8 @@ class Engine:
     """
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer | None = None, ctx: int | None = None,
-                 graphs: bool | None = None, capture: bool = True):
+                 graphs: bool | None = None, capture: bool = True, cache_type_k: str | None = None,
+                 cache_type_v: str | None = None):
         self.backend = backend
         self.tokenizer = tokenizer
         if graphs is None:
@@ -110,9 +122,10 @@ class Engine:
             raise GGUFLMError("CUDA graphs need a CUDA device (run without graphs on the CPU)")
         self.graphs = graphs
         self.capture = capture
-        self.ctx, self.context_message = choose_context(backend, ctx)
+        self.cache_types = cache_types(backend, cache_type_k, cache_type_v)
+        self.ctx, self.context_message = choose_context(backend, ctx, *self.cache_types)
         try:
-            self.cache = self.backend.new_cache(self.ctx)
+            self.cache = self.backend.new_cache(self.ctx, *self.cache_types)
         except torch.OutOfMemoryError:
             raise GGUFLMError(f"a {self.ctx}-token KV cache does not fit in free GPU memory (use a smaller --ctx)") from None
         self.tokens: list[int] = []  # what the cache holds: cache.length == len(self.tokens) between steps
@@ -126,6 +139,12 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.backend.device
+
+    @property
+    def cache_summary(self) -> str:
+        """One line about the KV cache: its size in tokens, the K and V types, the memory it takes."""
+        k, v = self.cache_types
+        return f"KV cache {self.ctx} tokens, K {k}, V {v}, {human_bytes(self.cache.nbytes)}"
 
     @property
     def captured(self) -> int:
@@ -175,6 +194,13 @@ class Engine:
 
     # ------------------------------------------------------------------ generation
 
+    def check_prompt(self, prompt: list[int]) -> None:
+        """A GGUFLMError unless the prompt leaves room for at least one generated token."""
+        if not prompt:
+            raise GGUFLMError("the prompt is empty: at least one token is needed")
+        if len(prompt) >= self.ctx:
+            raise GGUFLMError(f"the prompt has {len(prompt)} tokens but the context holds {self.ctx} (use --ctx)")
+
     def generate_ids(
         self,
         prompt: list[int],
@@ -201,10 +227,7 @@ class Engine:
         if stop_ids is None:
             stop_ids = self.tokenizer.eog_ids if self.tokenizer is not None else ()
         stop = frozenset(stop_ids)
-        if not prompt:
-            raise GGUFLMError("the prompt is empty: at least one token is needed")
-        if len(prompt) >= self.ctx:
-            raise GGUFLMError(f"the prompt has {len(prompt)} tokens but the context holds {self.ctx} (use --ctx)")
+        self.check_prompt(prompt)
         turn = self.stats.last = TurnStats(prompt_tokens=len(prompt))
         reuse = min(common_prefix(self.tokens, prompt), len(prompt) - 1)  # at least one token gives logits
         self.truncate(reuse)

@@ -16,9 +16,10 @@ import torch
 
 from gguflm.backends import Backend, make_backend, resolve_backend
 from gguflm.config import ModelConfig
-from gguflm.engine import Engine, choose_context
+from gguflm.engine import Engine, cache_types, choose_context
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import GGUFFile, open_gguf
+from gguflm.kv_cache import cache_type
 from gguflm.sampling import SamplingParams
 from gguflm.weights import ModelWeights, load_weights
 
@@ -43,11 +44,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class Model:
     """A loaded GGUF model: its file, config, weights, the backend that runs them, and its tokenizer."""
 
-    def __init__(self, gf: GGUFFile, config: ModelConfig, weights: ModelWeights, backend: Backend):
+    def __init__(self, gf: GGUFFile, config: ModelConfig, weights: ModelWeights, backend: Backend,
+                 cache_type_k: str | None = None, cache_type_v: str | None = None):
         self.file = gf
         self.config = config
         self.weights = weights
         self.backend = backend
+        self.cache_types = cache_types(backend, cache_type_k, cache_type_v)  # the engines' KV cache types
         self._engine: Engine | None = None
 
     @property
@@ -69,9 +72,13 @@ class Model:
         """Logits (T, n_vocab) fp32 for every position of `tokens`, in a fresh cache."""
         return self.backend.prefill(tokens, self.backend.new_cache(len(tokens)))
 
-    def new_engine(self, ctx: int | None = None, graphs: bool | None = None) -> Engine:
-        """An engine with a cache of its own: `ctx` tokens (default: the model's, capped to fit)."""
-        return Engine(self.backend, self.tokenizer if self.has_tokenizer else None, ctx=ctx, graphs=graphs)
+    def new_engine(self, ctx: int | None = None, graphs: bool | None = None, cache_type_k: str | None = None,
+                   cache_type_v: str | None = None) -> Engine:
+        """An engine with a cache of its own: `ctx` tokens (default: the model's, capped to fit), K and V
+        in the model's cache types unless given (f32, f16, bf16, q8_0, q4_0)."""
+        k, v = self.cache_types
+        return Engine(self.backend, self.tokenizer if self.has_tokenizer else None, ctx=ctx, graphs=graphs,
+                      cache_type_k=cache_type_k or k, cache_type_v=cache_type_v or v)
 
     def stream(
         self,
@@ -100,7 +107,8 @@ class Model:
         need = min(prompt_len + max(max_new_tokens, 1), max(self.config.n_ctx_train, prompt_len + 1))
         old = self._engine
         if old is None or old.ctx < need:
-            size = need if old is None else max(need, min(2 * old.ctx, choose_context(self.backend, None)[0]))
+            roomy = choose_context(self.backend, None, *self.cache_types)[0]
+            size = need if old is None else max(need, min(2 * old.ctx, roomy))
             self._engine = None  # free the old cache before allocating the new one
             self._engine = self.new_engine(ctx=size)
         return self._engine
@@ -111,14 +119,21 @@ def load(
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
     backend: str | None = None,
+    cache_type_k: str | None = None,
+    cache_type_v: str | None = None,
 ) -> Model:
     """Open a GGUF file and stream its weights onto `device` (default: CUDA if present, else CPU).
 
     `backend` is "triton" (the default on CUDA) or "reference" (the default on the CPU).
+    `cache_type_k`/`cache_type_v`: the KV cache types its engines use (f32, f16, bf16, q8_0,
+    q4_0, each independently; default: f32 on the CPU reference, the activation type on the GPU).
     """
+    for name in (cache_type_k, cache_type_v):
+        if name is not None:
+            cache_type(name)  # a bad name is an error before the weights are read
     dev = resolve_device(device)
     name = resolve_backend(backend, dev)
     gf = open_gguf(path)
     config = ModelConfig.from_gguf(gf)
     weights = load_weights(gf, config, dev, progress)
-    return Model(gf, config, weights, make_backend(name, config, weights))
+    return Model(gf, config, weights, make_backend(name, config, weights), cache_type_k, cache_type_v)

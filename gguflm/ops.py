@@ -129,13 +129,6 @@ def qkv_heads(qkv: torch.Tensor, positions: torch.Tensor, rope: Rope, n_heads: i
     return rotate(q, cos, sin, rope.mode), rotate(k, cos, sin, rope.mode), v
 
 
-def write_cache(k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor,
-                k: torch.Tensor, v: torch.Tensor) -> None:
-    """Store k, v (T, n_kv, hd) at `positions` of one layer's caches (n_kv, max_ctx, hd)."""
-    k_cache.index_copy_(1, positions, k.transpose(0, 1).to(k_cache.dtype))
-    v_cache.index_copy_(1, positions, v.transpose(0, 1).to(v_cache.dtype))
-
-
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
               scale: float | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v with grouped KV heads, in fp32.
@@ -155,3 +148,50 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
 def causal_mask(positions: torch.Tensor, span: int) -> torch.Tensor:
     """(T, span) bool: query at positions[t] sees cache rows [0, positions[t]]."""
     return torch.arange(span, device=positions.device)[None, :] <= positions[:, None]
+
+
+# ---------------------------------------------------------------------------- 32-value blocks (the KV cache)
+
+
+def _blocks(x: torch.Tensor) -> torch.Tensor:
+    """(..., K) -> (..., K / 32, 32) fp32."""
+    return x.float().reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+
+
+def _reciprocal(d: torch.Tensor) -> torch.Tensor:
+    return torch.where(d == 0, torch.zeros_like(d), 1 / d)
+
+
+def quantize_q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ggml's Q8_0 of x (..., K): q int8 (..., K) and d fp16 (..., K/32), bit-exact with gguf-py:
+    d = max|x| / 127, q = x / d rounded half away from zero."""
+    b = _blocks(x)
+    d = b.abs().amax(-1, keepdim=True) / 127
+    a = b * _reciprocal(d)
+    f = a.abs().floor()
+    q = torch.sign(a) * (f + (2 * (a.abs() - f)).floor())
+    return q.to(torch.int8).reshape(x.shape), d.squeeze(-1).half()
+
+
+def quantize_q4_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ggml's Q4_0 of x (..., K): packed nibbles uint8 (..., K/2) and d fp16 (..., K/32), bit-exact with
+    gguf-py: d = (the value of largest magnitude) / -8, q = trunc(x / d + 8.5) clamped to 15; byte i of
+    a block holds q[i] (low nibble) and q[i + 16] (high)."""
+    b = _blocks(x)
+    top = b.gather(-1, b.abs().argmax(-1, keepdim=True))  # the first value of largest magnitude
+    d = top / -8
+    q = torch.trunc(b * _reciprocal(d) + 8.5).clamp(0, 15).to(torch.uint8)  # (..., K/32, 32)
+    packed = q[..., :16] | (q[..., 16:] << 4)
+    return packed.reshape(*x.shape[:-1], x.shape[-1] // 2), d.squeeze(-1).half()
+
+
+def dequantize_q8_0(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """(..., K) fp32 from q int8 (..., K) and d fp16 (..., K/32)."""
+    return (_blocks(q) * d.float().unsqueeze(-1)).reshape(q.shape)
+
+
+def dequantize_q4_0(packed: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """(..., K) fp32 from packed nibbles uint8 (..., K/2) and d fp16 (..., K/32)."""
+    b = packed.reshape(*packed.shape[:-1], packed.shape[-1] // 16, 16)
+    q = torch.cat((b & 15, b >> 4), dim=-1).float() - 8  # (..., K/32, 32)
+    return (q * d.float().unsqueeze(-1)).reshape(*packed.shape[:-1], packed.shape[-1] * 2)

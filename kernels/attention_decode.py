@@ -12,18 +12,22 @@ import torch
 import triton
 import triton.language as tl
 
+from gguflm.kv_cache import CacheLayer
+
+from .kv_blocks import check_layer, kind_of, layer_args, load_tile
 from .settings import ATTENTION_STAGES, ATTENTION_WARPS, MERGE_WARPS, attention_config, dot_dtype, num_sms
 
 # ---------------------------------------------------------------------------- kernels
 
 
 @triton.jit
-def _attn_split_kernel(q_ptr, kc_ptr, vc_ptr, pos_ptr, acc_ptr, ml_ptr, qk_scale, n_head,
-                       max_ctx, s_q, s_k0, s_k1, s_v0, s_v1,
+def _attn_split_kernel(q_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, pos_ptr, acc_ptr, ml_ptr, qk_scale, n_head,
+                       max_ctx, s_q, s_k0, s_k1, s_ks0, s_ks1, s_v0, s_v1, s_vs0, s_vs1,
                        GROUP: tl.constexpr, HD: tl.constexpr, BLOCK_G: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                       DOT_TY: tl.constexpr, PREC: tl.constexpr):
-    """q (n_head, HD); caches (n_kv, max_ctx, HD); valid length L = min(pos[0] + 1, max_ctx).
+                       DOT_TY: tl.constexpr, PREC: tl.constexpr, K_KIND: tl.constexpr, V_KIND: tl.constexpr):
+    """q (n_head, HD); caches: one layer (n_kv, max_ctx, ...) each, in their cache formats
+    (`kv_blocks.load_tile` dequantizes a tile in registers); valid length L = min(pos[0] + 1, max_ctx).
 
     Slice s covers [s*C, min((s+1)*C, L)) with C = cdiv(cdiv(L, NUM_SPLITS), BLOCK_T) * BLOCK_T.
     Writes acc[s, h, :] = sum_t exp2(x_t - m) v_t and ml[s, h] = (m, l = sum_t exp2(x_t - m)) with
@@ -49,14 +53,12 @@ def _attn_split_kernel(q_ptr, kc_ptr, vc_ptr, pos_ptr, acc_ptr, ml_ptr, qk_scale
     m_i = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_G,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_G, BLOCK_D), dtype=tl.float32)
-    k_base = kc_ptr + g.to(tl.int64) * s_k0
-    v_base = vc_ptr + g.to(tl.int64) * s_v0
+    gg = g.to(tl.int64)
     for t in range(t_lo, t_hi, BLOCK_T):
         tt = t + offs_t
         tmask = tt < t_hi
-        kv_mask = tmask[:, None] & dmask[None, :]
-        k = tl.load(k_base + tt[:, None].to(tl.int64) * s_k1 + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + tt[:, None].to(tl.int64) * s_v1 + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = load_tile(kc_ptr + gg * s_k0, ks_ptr + gg * s_ks0, tt, tmask, s_k1, s_ks1, offs_d, dmask, K_KIND)
+        v = load_tile(vc_ptr + gg * s_v0, vs_ptr + gg * s_vs0, tt, tmask, s_v1, s_vs1, offs_d, dmask, V_KIND)
         x = tl.dot(q, tl.trans(k.to(DOT_TY)), input_precision=PREC)  # (BLOCK_G, BLOCK_T) fp32
         x = tl.where(tmask[None, :], x, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(x, axis=1))
@@ -93,21 +95,24 @@ def _attn_merge_kernel(acc_ptr, ml_ptr, out_ptr, n_head, s_o,
 # ---------------------------------------------------------------------------- launcher
 
 
-def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+def attention_decode(q: torch.Tensor, k_cache: CacheLayer | torch.Tensor, v_cache: CacheLayer | torch.Tensor,
                      pos: torch.Tensor, *, sm_scale: float | None = None,
                      out: torch.Tensor | None = None, num_splits: int | None = None) -> torch.Tensor:
     """softmax(q k^T * sm_scale) v over cache rows [0, pos[0]] for one token; returns (n_head, hd).
 
-    q (n_head, hd) any float dtype; caches (n_kv, max_ctx, hd) fp16/bf16/fp32 with n_head a
-    multiple of n_kv; pos int32 device tensor (1,). out defaults to q's dtype.
+    q (n_head, hd) any float dtype; caches: one layer each (`CacheLayer` of any cache type, or a
+    plain (n_kv, max_ctx, hd) fp16/bf16/fp32 tensor) with n_head a multiple of n_kv; pos int32
+    device tensor (1,). out defaults to q's dtype.
     """
-    n_kv, max_ctx, hd = k_cache.shape
+    k_layer, v_layer = (c if isinstance(c, CacheLayer) else CacheLayer.of(c) for c in (k_cache, v_cache))
+    n_kv, max_ctx = k_layer.data.shape[:2]
+    hd = k_layer.head_dim
     if q.dim() != 2 or q.shape[1] != hd or q.shape[0] % n_kv or q.stride(1) != 1:
         raise ValueError(f"q must be (n_head, {hd}) with n_head a multiple of {n_kv}, got {tuple(q.shape)}")
-    if k_cache.dtype not in (torch.float16, torch.bfloat16, torch.float32) or v_cache.dtype != k_cache.dtype:
-        raise ValueError(f"caches must both be fp16/bf16/fp32, got {k_cache.dtype} and {v_cache.dtype}")
-    if v_cache.shape != k_cache.shape or k_cache.stride(2) != 1 or v_cache.stride(2) != 1:
-        raise ValueError("k_cache and v_cache must share shape (n_kv, max_ctx, hd), unit stride on hd")
+    check_layer(k_layer, "the K cache", hd)
+    check_layer(v_layer, "the V cache", hd)
+    if v_layer.data.shape[:2] != (n_kv, max_ctx):
+        raise ValueError("the K and V caches must have the same heads and length")
     if pos.dtype != torch.int32 or pos.numel() != 1 or pos.device != q.device:
         raise ValueError("pos must be a one-element int32 tensor on q's device")
     n_head = q.shape[0]
@@ -122,13 +127,18 @@ def attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     acc = torch.empty((splits, n_head, hd), device=q.device, dtype=torch.float32)
     ml = torch.empty((splits, n_head, 2), device=q.device, dtype=torch.float32)
     block_d = max(16, triton.next_power_of_2(hd))  # tl.dot needs operands at least 16 wide
+    # dot operands: the float cache's own type (fp32: full precision), fp16 for block caches
+    float_kind = k_layer.kind if not k_layer.kind.quantized else v_layer.kind
+    dtype = float_kind.dtype if not float_kind.quantized else torch.float16
+    kc, ks, s_k0, s_k1, s_ks0, s_ks1 = layer_args(k_layer)
+    vc, vs, s_v0, s_v1, s_vs0, s_vs1 = layer_args(v_layer)
     _attn_split_kernel[(n_kv, splits)](
-        q, k_cache, v_cache, pos, acc, ml, scale * math.log2(math.e), n_head,
-        max_ctx, q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
+        q, kc, ks, vc, vs, pos, acc, ml, scale * math.log2(math.e), n_head,
+        max_ctx, q.stride(0), s_k0, s_k1, s_ks0, s_ks1, s_v0, s_v1, s_vs0, s_vs1,
         GROUP=group, HD=hd, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d,
-        BLOCK_T=block_t, NUM_SPLITS=splits, DOT_TY=dot_dtype(k_cache.dtype),
-        PREC="ieee" if k_cache.dtype == torch.float32 else "tf32", num_warps=ATTENTION_WARPS,
-        num_stages=ATTENTION_STAGES)
+        BLOCK_T=block_t, NUM_SPLITS=splits, DOT_TY=dot_dtype(dtype),
+        PREC="ieee" if dtype == torch.float32 else "tf32", K_KIND=kind_of(k_layer), V_KIND=kind_of(v_layer),
+        num_warps=ATTENTION_WARPS, num_stages=ATTENTION_STAGES)
     _attn_merge_kernel[(n_head,)](
         acc, ml, out, n_head, out.stride(0), HD=hd, NUM_SPLITS=splits,
         BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, num_warps=MERGE_WARPS)

@@ -62,26 +62,49 @@ def dense_weight(w: torch.Tensor):
     return PackedWeight(fmt, (w,), w.shape[1])
 
 
-def rope_and_cache_ref(qkv, pos, k_cache, v_cache, rope, *, n_head, q_norm=None, k_norm=None, norm_eps=1e-6):
-    """What rope_and_cache must do, from the reference ops: returns (q fp32, new k_cache, new v_cache)."""
-    from gguflm import ops
+def cache_layer(kind: str, n_kv: int, max_ctx: int, hd: int, seed: int):
+    """A cache layer of a cache type, filled with the quantization of random rows."""
+    from gguflm.kv_cache import CacheTensor, cache_type
 
-    n_kv = k_cache.shape[0]
+    layer = CacheTensor.allocate(cache_type(kind), 1, n_kv, max_ctx, hd, DEVICE).layer(0)
+    layer.write(torch.arange(max_ctx, device=DEVICE), rand(max_ctx, n_kv, hd, seed=seed))
+    return layer
+
+
+def clone_layer(layer):
+    from gguflm.kv_cache import CacheLayer
+
+    if isinstance(layer, torch.Tensor):
+        return layer.clone()
+    return CacheLayer(layer.kind, layer.data.clone(), None if layer.scale is None else layer.scale.clone(),
+                      layer.head_dim)
+
+
+def rope_and_cache_ref(qkv, pos, k_cache, v_cache, rope, *, n_head, q_norm=None, k_norm=None, norm_eps=1e-6):
+    """What rope_and_cache must do, from the reference ops: returns (q fp32, new k_cache, new v_cache),
+    the caches as given (plain tensors or cache layers), copied."""
+    from gguflm import ops
+    from gguflm.kv_cache import CacheLayer
+
+    kc, vc = clone_layer(k_cache), clone_layer(v_cache)
+    k_layer, v_layer = (c if isinstance(c, CacheLayer) else CacheLayer.of(c) for c in (kc, vc))
     qkv2 = qkv if qkv.dim() == 2 else qkv.unsqueeze(0)
     positions = pos.long()[0] + torch.arange(qkv2.shape[0], device=qkv.device)
-    q, k, v = ops.qkv_heads(qkv2, positions, rope, n_head, n_kv, q_norm, k_norm, norm_eps)
-    kc, vc = k_cache.clone(), v_cache.clone()
-    ops.write_cache(kc, vc, positions, k, v)
+    q, k, v = ops.qkv_heads(qkv2, positions, rope, n_head, k_layer.data.shape[0], q_norm, k_norm, norm_eps)
+    k_layer.write(positions, k)
+    v_layer.write(positions, v)
     return (q if qkv.dim() == 2 else q[0]), kc, vc
 
 
 def attention_decode_ref(q, k_cache, v_cache, pos, *, sm_scale=None):
-    """What attention_decode must give: the reference attention over cache rows [0, pos], in q's dtype."""
+    """What attention_decode must give: the reference attention over cache rows [0, pos] (dequantized
+    when the caches are cache layers of a block type), in q's dtype."""
     from gguflm import ops
+    from gguflm.kv_cache import CacheLayer
 
     valid = int(pos.reshape(-1)[0]) + 1
-    out = ops.attention(q[None], k_cache[:, :valid], v_cache[:, :valid], scale=sm_scale)
-    return out.reshape(q.shape).to(q.dtype)
+    k, v = ((c if isinstance(c, CacheLayer) else CacheLayer.of(c)).read(0, valid) for c in (k_cache, v_cache))
+    return ops.attention(q[None], k, v, scale=sm_scale).reshape(q.shape).to(q.dtype)
 
 
 def dequantize_gguf(qs: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ def test_greedy_tokens_and_logits_match_reference(tmp_path, name):
     ref, tri = _models(tmp_path, VARIANTS[name])
     rb, tb = ref.backend, tri.backend
     rc, tc = rb.new_cache(32), tb.new_cache(32)
-    assert tc.k.dtype == torch.float16
+    assert tc.k.data.dtype == torch.float16
     expect = rb.prefill(PROMPT, rc)
     tb.prefill(PROMPT[:3], tc)  # two chunks: the second attends to the first through the cache
     got = tb.prefill(PROMPT[3:], tc)
@@ -52,8 +52,8 @@ def test_greedy_tokens_and_logits_match_reference(tmp_path, name):
         assert int(t.argmax()) == int(r.argmax()), f"step {step}"
         token = int(r.argmax())
     n = rc.length
-    torch.testing.assert_close(tc.k[:, :, :n].float().cpu(), rc.k[:, :, :n], atol=2e-3, rtol=2e-3)
-    torch.testing.assert_close(tc.v[:, :, :n].float().cpu(), rc.v[:, :, :n], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(tc.k.data[:, :, :n].float().cpu(), rc.k.data[:, :, :n], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(tc.v.data[:, :, :n].float().cpu(), rc.v.data[:, :, :n], atol=2e-3, rtol=2e-3)
 
 
 def test_full_context_is_a_clear_error(tmp_path):

@@ -37,7 +37,7 @@ def assert_cache_holds(engine, model):
     assert engine.cache.length == n
     fresh = model.backend.new_cache(n + 1)
     model.backend.prefill(engine.tokens, fresh)
-    torch.testing.assert_close(engine.cache.k[:, :, :n], fresh.k[:, :, :n], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(engine.cache.k.data[:, :, :n], fresh.k.data[:, :, :n], atol=1e-4, rtol=1e-4)
 
 
 def test_greedy_matches_the_plain_loop_and_reuses_prefix(model):

@@ -15,13 +15,15 @@ def run_cli(*args):
 def test_bench_reports_positive_numbers_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli("--device", "cpu", "--shape", "tiny", "--contexts", "16,48", "--prefill", "8,24",
-                     "--steps", "3", "--workdir", str(tmp_path), "--json", str(out))
+                     "--steps", "3", "--workdir", str(tmp_path), "--json", str(out), "-ctk", "f32,q8_0")
     assert result.returncode == 0, result.stderr
-    assert "| context | decode tok/s" in result.stdout
+    assert "| context | KV cache K/V | decode tok/s" in result.stdout
     report = json.loads(out.read_text())
     assert report["copy_bandwidth_gb_s"] > 0 and report["weight_bytes_per_token"] > 0
     assert report["peak_memory_bytes"] > 0
-    assert [d["context"] for d in report["decode"]] == [16, 48]
+    assert [(d["context"], d["cache"]) for d in report["decode"]] == [
+        (16, "f32/f32"), (48, "f32/f32"), (16, "q8_0/f32"), (48, "q8_0/f32")]
+    assert report["decode"][2]["bytes_per_token"] < report["decode"][0]["bytes_per_token"]  # q8_0 K: fewer bytes
     for d in report["decode"]:
         for key in ("tok_s", "tok_s_eager", "bytes_per_token", "achieved_gb_s", "fraction_of_copy_bw"):
             assert d[key] > 0, key

@@ -16,7 +16,7 @@ import tempfile
 import pytest
 
 
-def _compile(fn, types, consts, aligned, num_warps=4, num_stages=3):
+def _compile(fn, types, consts, aligned, num_warps=4, num_stages=3, **options):
     """types: name -> Triton type for runtime args; aligned: args specialized as multiples of 16."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -28,7 +28,7 @@ def _compile(fn, types, consts, aligned, num_warps=4, num_stages=3):
                     constexprs={(names.index(n),): v for n, v in consts.items()},
                     attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
     kern = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps, num_stages=num_stages))
+                          options=dict(num_warps=num_warps, num_stages=num_stages, **options))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     stack = None
     if os.path.exists(cuobjdump):
@@ -69,15 +69,17 @@ def _compile_all() -> dict:
     out["gemv-reduce"] = _compile(gemv._reduce_kernel, types_r,
                                   dict(SPLIT_K=4, BLOCK=1024, GLU=False, HAS_BIAS=True, HAS_RES=True), ())
     for group, hd, cache in ATTN_CASES:
-        types = {n: "i32" for n in ("n_head", "max_ctx", "s_q", "s_k0", "s_k1", "s_v0", "s_v1")}
-        types.update(q_ptr="*fp32", kc_ptr=f"*{cache}", vc_ptr=f"*{cache}", pos_ptr="*i32",
-                     acc_ptr="*fp32", ml_ptr="*fp32", qk_scale="fp32")
-        dot = dict(fp16=tl.float16, bf16=tl.bfloat16, fp32=tl.float32)[cache]
+        strides = ("s_q", "s_k0", "s_k1", "s_ks0", "s_ks1", "s_v0", "s_v1", "s_vs0", "s_vs1")
+        types = {n: "i32" for n in ("n_head", "max_ctx", *strides)}
+        types.update(q_ptr="*fp32", kc_ptr=f"*{CACHE_PTR[cache]}", vc_ptr=f"*{CACHE_PTR[cache]}", ks_ptr="*fp16",
+                     vs_ptr="*fp16", pos_ptr="*i32", acc_ptr="*fp32", ml_ptr="*fp32", qk_scale="fp32")
+        dot = dict(bf16=tl.bfloat16, fp32=tl.float32).get(cache, tl.float16)
+        kind = dict(q8_0=1, q4_0=2).get(cache, 0)
         out[f"attn-{group}-{hd}-{cache}"] = _compile(
             attn._attn_split_kernel, types,
             dict(GROUP=group, HD=hd, BLOCK_G=16, BLOCK_D=max(16, hd), BLOCK_T=64, NUM_SPLITS=33, DOT_TY=dot,
-                 PREC="ieee" if cache == "fp32" else "tf32"),
-            ("q_ptr", "kc_ptr", "vc_ptr", "s_q", "s_k0", "s_k1", "s_v0", "s_v1"), num_stages=2)
+                 PREC="ieee" if cache == "fp32" else "tf32", K_KIND=kind, V_KIND=kind),
+            ("q_ptr", "kc_ptr", "vc_ptr", "ks_ptr", "vs_ptr", *strides), num_stages=2)
     out["attn-merge"] = _compile(attn._attn_merge_kernel,
                                  dict(acc_ptr="*fp32", ml_ptr="*fp32", out_ptr="*fp32", n_head="i32", s_o="i32"),
                                  dict(HD=128, NUM_SPLITS=33, BLOCK_S=64, BLOCK_D=128), ())
@@ -93,25 +95,32 @@ def _compile_all() -> dict:
     block_h, block_r, warps = settings.rmsnorm_settings(4096)
     out["rmsnorm"] = _compile(norm._rmsnorm_kernel, types, dict(BLOCK_R=block_r, BLOCK_H=block_h),
                               ("x_ptr", "w_ptr", "out_ptr", "H", "s_x", "s_o"), num_warps=warps)
-    types = {n: "i32" for n in ("n_head", "n_kv", "max_ctx", "s_qkv", "s_q0", "s_q1", "s_kc0",
-                                "s_kc1", "s_vc0", "s_vc1")}
-    types.update(qkv_ptr="*fp32", pos_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32", kn_ptr="*fp32",
-                 q_ptr="*fp32", kc_ptr="*fp16", vc_ptr="*fp16", inv_pos_scale="fp32",
-                 log2_base="fp32", eps="fp32")
-    out["rope-neox"] = _compile(rope._rope_cache_kernel, types,  # Qwen3: q/k norms, partial rotation
-                                dict(HD=128, ROT=64, BLOCK_HALF=32, BLOCK_PASS=64, BLOCK_D=128, NEOX=True,
-                                     HAS_FF=True, HAS_QN=True, HAS_KN=True), (), num_warps=1)
-    out["rope-normal"] = _compile(rope._rope_cache_kernel, types,  # llama: adjacent pairs, the whole head
-                                  dict(HD=128, ROT=128, BLOCK_HALF=64, BLOCK_PASS=1, BLOCK_D=128, NEOX=False,
-                                       HAS_FF=False, HAS_QN=False, HAS_KN=False), (), num_warps=1)
+    strides = ("s_qkv", "s_q0", "s_q1", "s_kc0", "s_kc1", "s_ks0", "s_ks1", "s_vc0", "s_vc1", "s_vs0", "s_vs1")
+    for name, (cache, consts) in ROPE_CASES.items():
+        types = {n: "i32" for n in ("n_head", "n_kv", "max_ctx", *strides)}
+        types.update(qkv_ptr="*fp32", pos_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32", kn_ptr="*fp32",
+                     q_ptr="*fp32", kc_ptr=f"*{CACHE_PTR[cache]}", vc_ptr=f"*{CACHE_PTR[cache]}", ks_ptr="*fp16",
+                     vs_ptr="*fp16", inv_pos_scale="fp32", log2_base="fp32", eps="fp32")
+        kind = dict(q8_0=1, q4_0=2).get(cache, 0)
+        out[name] = _compile(rope._rope_cache_kernel, types, dict(consts, HD=128, BLOCK_D=128, K_KIND=kind,
+                                                                  V_KIND=kind),
+                             (), num_warps=1, enable_fp_fusion=False)
     return out
 
 
 # (N, K, gate+up, residual, bias); the last: Qwen2.5-7B's QKV, K not a multiple of 1024
 GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False),
               (128256, 2048, False, False, False), (256, 4096, False, False, False), (4608, 3584, False, False, True)]
-# (group, head size, cache dtype); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher
-ATTN_CASES = [(4, 128, "fp16"), (8, 64, "bf16"), (1, 128, "fp32"), (2, 8, "fp16")]
+# (group, head size, cache type); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher
+ATTN_CASES = [(4, 128, "fp16"), (8, 64, "bf16"), (1, 128, "fp32"), (2, 8, "fp16"), (4, 128, "q8_0"),
+              (4, 128, "q4_0")]
+CACHE_PTR = dict(fp16="fp16", bf16="bf16", fp32="fp32", q8_0="i8", q4_0="u8")
+ROPE_CASES = {  # Qwen3: q/k norms, partial rotation; llama: adjacent pairs, the whole head; quantized stores
+    "rope-neox": ("fp16", dict(ROT=64, NEOX=True, HAS_FF=True, HAS_QN=True, HAS_KN=True)),
+    "rope-normal": ("fp16", dict(ROT=128, NEOX=False, HAS_FF=False, HAS_QN=False, HAS_KN=False)),
+    "rope-q8_0": ("q8_0", dict(ROT=128, NEOX=False, HAS_FF=False, HAS_QN=False, HAS_KN=False)),
+    "rope-q4_0": ("q4_0", dict(ROT=128, NEOX=True, HAS_FF=False, HAS_QN=True, HAS_KN=True)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +154,7 @@ def test_q8_gemm_uses_tensor_cores(compiled):
     _no_spills(compiled["gemm"])
 
 
-@pytest.mark.parametrize("name", ["rmsnorm", "rope-neox", "rope-normal", "gemv-reduce", "attn-merge"])
+@pytest.mark.parametrize("name", ["rmsnorm", *ROPE_CASES, "gemv-reduce", "attn-merge"])
 def test_small_kernels_compile_without_spills(compiled, name):
     _no_spills(compiled[name])
 

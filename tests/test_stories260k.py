@@ -37,7 +37,7 @@ def test_graph_safe_decode_step_matches_decode(stories260k):
         stepped = model.backend.decode_step(torch.tensor([t]), pos, b)
         b.length += 1
         assert (stepped - model.backend.decode(t, a)).abs().max() < 1e-5
-    assert torch.allclose(a.k[:, :, : a.length], b.k[:, :, : b.length], atol=1e-5)
+    assert torch.allclose(a.k.data[:, :, : a.length], b.k.data[:, :, : b.length], atol=1e-5)
 
 
 def test_prefill_last_is_the_last_row_of_prefill(stories260k):

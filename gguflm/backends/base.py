@@ -18,7 +18,7 @@ from gguflm.weights import ModelWeights
 class Backend:
     """Shared by the reference and Triton backends; each implements `hidden`, `head` and `decode_step`."""
 
-    cache_dtype: torch.dtype  # what `new_cache` allocates by default
+    cache_dtype: torch.dtype  # the float type `new_cache` allocates K and V in by default
 
     def __init__(self, cfg: ModelConfig, weights: ModelWeights):
         self.cfg = cfg
@@ -28,8 +28,11 @@ class Backend:
     def device(self) -> torch.device:
         return self.weights.output_norm.device
 
-    def new_cache(self, max_ctx: int, dtype: torch.dtype | None = None) -> KVCache:
-        return KVCache.allocate(self.cfg, max_ctx, self.device, dtype or self.cache_dtype)
+    def new_cache(self, max_ctx: int, k_type: str | torch.dtype | None = None,
+                  v_type: str | torch.dtype | None = None) -> KVCache:
+        """A cache of `max_ctx` positions; K and V each in the given cache type (`kv_cache.CACHE_TYPES`),
+        by default in `cache_dtype`."""
+        return KVCache.allocate(self.cfg, max_ctx, self.device, k_type or self.cache_dtype, v_type or self.cache_dtype)
 
     # ------------------------------------------------------------------ what each backend implements
 

@@ -55,8 +55,10 @@ class ReferenceBackend(Backend):
         qkv = ops.linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
         q, k, v = ops.qkv_heads(qkv, positions, self.rope, cfg.n_heads, cfg.n_kv_heads,
                                 layer.q_norm, layer.k_norm, cfg.norm_eps)
-        ops.write_cache(cache.k[i], cache.v[i], positions, k, v)  # this layer's (n_kv, max_ctx, hd)
-        out = ops.attention(q, cache.k[i, :, :span], cache.v[i, :, :span], mask)  # (T, q_dim)
+        k_layer, v_layer = cache.layer(i)  # quantized as stored, when the cache type is a block format
+        k_layer.write(positions, k)
+        v_layer.write(positions, v)
+        out = ops.attention(q, k_layer.read(0, span), v_layer.read(0, span), mask)  # (T, q_dim)
         return ops.linear(out, layer.wo)
 
     def _feed_forward(self, layer: LayerWeights, h: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ The layer loops read like the reference backend's: attention block, then feed-fo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from gguflm.backends.base import Backend, check_room
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
 from gguflm.kernels import attention_decode, gemm, gemv, gemv_silu_mul, rmsnorm, rope_and_cache, supports
-from gguflm.kv_cache import KVCache
+from gguflm.kv_cache import CacheLayer, KVCache
 from gguflm.quants import PackedWeight
 from gguflm.weights import LayerWeights, ModelWeights
 
@@ -121,10 +122,11 @@ class TritonBackend(Backend):
 
     def _decode_attention(self, i: int, layer: LayerWeights, cache: KVCache) -> None:
         cfg, b = self.cfg, self.buf
+        k_layer, v_layer = cache.layer(i)
         gemv(b.h, layer.wqkv, bias=layer.bqkv, out=b.qkv)
-        rope_and_cache(b.qkv, b.pos, cache.k[i], cache.v[i], self.rope, n_head=cfg.n_heads, q_out=b.q,
+        rope_and_cache(b.qkv, b.pos, k_layer, v_layer, self.rope, n_head=cfg.n_heads, q_out=b.q,
                        q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps)
-        attention_decode(b.q, cache.k[i], cache.v[i], b.pos, out=b.attn)
+        attention_decode(b.q, k_layer, v_layer, b.pos, out=b.attn)
         gemv(b.attn.view(cfg.q_dim), layer.wo, residual=b.x, out=b.x)
 
     # ------------------------------------------------------------------ prefill
@@ -146,10 +148,15 @@ class TritonBackend(Backend):
     def _prefill_attention(self, i: int, layer: LayerWeights, h: torch.Tensor, pos: torch.Tensor, start: int,
                            cache: KVCache) -> torch.Tensor:
         cfg = self.cfg
+        k_layer, v_layer = cache.layer(i)
         qkv = self._linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim) fp32
-        q = rope_and_cache(qkv, pos, cache.k[i], cache.v[i], self.rope, n_head=cfg.n_heads,
+        q = rope_and_cache(qkv, pos, k_layer, v_layer, self.rope, n_head=cfg.n_heads,
                            q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps)  # rotated inside qkv
-        return self._linear(self._attend(q, cache.k[i], cache.v[i], start), layer.wo)
+        if k_layer.kind.quantized or v_layer.kind.quantized:
+            attended = attend_tiles(q, k_layer, v_layer, start)
+        else:
+            attended = self._attend(q, k_layer.data, v_layer.data, start)
+        return self._linear(attended, layer.wo)
 
     def _linear(self, x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None,
                 wide: bool = False) -> torch.Tensor:
@@ -182,3 +189,32 @@ class TritonBackend(Backend):
             q.transpose(0, 1).to(dtype)[None], keys[None], values[None], attn_mask=mask, is_causal=start == 0
         )  # (1, n_heads, T, hd)
         return out[0].transpose(0, 1).reshape(n, n_heads * hd).float()
+
+
+ATTEND_TILE = 1024  # cache rows dequantized at a time from a block-quantized cache
+
+
+def attend_tiles(q: torch.Tensor, k_layer: CacheLayer, v_layer: CacheLayer, start: int) -> torch.Tensor:
+    """Causal attention of q (T, n_heads, hd) at positions start.. over cache rows [0, start + T), the
+    cache dequantized ATTEND_TILE rows at a time (online softmax: never the whole cache at once); -> (T, q_dim)."""
+    n, n_heads, hd = q.shape
+    span = start + n
+    group = n_heads // k_layer.data.shape[0]
+    qh = q.transpose(0, 1).float() / math.sqrt(hd)  # (n_heads, T, hd)
+    positions = torch.arange(start, span, device=q.device)
+    m = torch.full((n_heads, n, 1), float("-inf"), device=q.device)  # running max
+    l = torch.zeros((n_heads, n, 1), device=q.device)  # running sum of exp
+    acc = torch.zeros((n_heads, n, hd), device=q.device)
+    for a in range(0, span, ATTEND_TILE):  # tile 0 holds row 0, which every query sees: m is finite after it
+        b = min(span, a + ATTEND_TILE)
+        k = k_layer.read(a, b).repeat_interleave(group, dim=0)  # (n_heads, tile, hd)
+        v = v_layer.read(a, b).repeat_interleave(group, dim=0)
+        s = (qh @ k.transpose(1, 2)).masked_fill(
+            torch.arange(a, b, device=q.device)[None, None, :] > positions[None, :, None], float("-inf"))
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+        p = torch.exp(s - m_new)
+        alpha = torch.exp(m - m_new)
+        l = l * alpha + p.sum(-1, keepdim=True)
+        acc = acc * alpha + p @ v
+        m = m_new
+    return (acc / l).transpose(0, 1).reshape(n, n_heads * hd)

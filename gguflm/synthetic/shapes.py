@@ -30,9 +30,9 @@ SHAPES = {
         arch="qwen3", n_vocab=151936, dim=4096, n_layers=36, ffn_dim=12288, n_heads=32, n_kv_heads=8,
         n_ctx=40960, rope_base=1000000.0,
     ),
-    # for checking the benchmark's code path on the CPU
+    # for checking the benchmark's code path on the CPU (head size 32: every KV cache type fits)
     "tiny": SyntheticSpec(
-        arch="llama", n_vocab=320, dim=64, n_layers=2, ffn_dim=128, n_heads=4, n_kv_heads=2, n_ctx=1024,
+        arch="llama", n_vocab=320, dim=64, n_layers=2, ffn_dim=128, n_heads=2, n_kv_heads=1, n_ctx=1024,
     ),
 }
 
