@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, printable
 
 app = typer.Typer(
     add_completion=False,
@@ -40,7 +40,7 @@ def main() -> None:
     try:
         app()
     except GGUFLMError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e), 1000)}", file=sys.stderr)  # one line, whatever a file put in it
         sys.exit(1)
     except (MemoryError, RuntimeError) as e:
         if not _out_of_memory(e):

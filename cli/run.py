@@ -50,13 +50,12 @@ def run(
     text = read_prompt(prompt)
     loaded, load_seconds = o.load_model(opts.model, opts.device)
     tok = loaded.tokenizer
+    engine = o.make_engine(loaded, opts)
     if chat:
         system = [{"role": "system", "content": opts.system}] if opts.system else []
-        ids = encode_rendered(tok, o.chat_template(loaded, opts.chat_template).render(
-            system + [{"role": "user", "content": text}]))
-    else:
-        ids = tok.encode(text, add_special=True, parse_special=True)
-    engine = o.make_engine(loaded, opts)
+        text = o.chat_template(loaded, opts.chat_template).render(system + [{"role": "user", "content": text}])
+    engine.check_text(text)  # before the tokenizer spends time on a text that cannot fit
+    ids = encode_rendered(tok, text) if chat else tok.encode(text, add_special=True, parse_special=True)
     engine.check_prompt(ids)
     if not quiet:
         for line in (engine.context_message, engine.cache_summary):

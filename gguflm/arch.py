@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gguf
 
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, shown
 from gguflm.registry import Registry
 
 K = gguf.Keys
@@ -104,7 +104,7 @@ def get(name: str) -> Architecture:
     """The record for `general.architecture`, or a GGUFLMError naming what is supported."""
     arch = lookup(name)
     if arch is None:
-        raise GGUFLMError(f"architecture '{name}' is not supported (supported: {', '.join(names())})")
+        raise GGUFLMError(f"architecture {shown(name)} is not supported (supported: {', '.join(names())})")
     return arch
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import gguf
@@ -13,6 +15,10 @@ from gguflm.gguf_file import GGUFFile
 # Scaling types handled: none, linear (positions divided by the factor), and llama3, whose
 # factors ship as the `rope_freqs` tensor. YaRN and longrope change attention itself.
 SUPPORTED_ROPE_SCALING = ("none", "linear", "llama3")
+MAX_DIM = 1 << 24  # a count or size past this is a corrupt file, not a model (Llama 3.1's context is 2^17)
+
+
+_BLOCK = re.compile(r"blk\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -33,17 +39,21 @@ class ModelConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
-        for field in ("n_vocab", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim"):
-            if getattr(self, field) <= 0:
-                raise GGUFLMError(f"model metadata gives {field} = {getattr(self, field)}, which must be positive")
+        for field in ("n_vocab", "n_ctx_train", "dim", "n_layers", "ffn_dim", "n_heads", "n_kv_heads", "head_dim"):
+            value = getattr(self, field)
+            if not 0 < value <= MAX_DIM:
+                raise GGUFLMError(f"model metadata gives {field} = {value}, which must be positive (at most {MAX_DIM})")
         if self.n_heads % self.n_kv_heads:
             raise GGUFLMError(f"head_count {self.n_heads} is not a multiple of head_count_kv {self.n_kv_heads}")
         if self.rope_dim == 0:
             object.__setattr__(self, "rope_dim", self.head_dim)
-        if self.rope_dim % 2 or self.rope_dim > self.head_dim:
-            raise GGUFLMError(f"rope dimension {self.rope_dim} must be even and at most the head size {self.head_dim}")
-        if self.rope_scale <= 0:
-            raise GGUFLMError(f"rope scaling factor {self.rope_scale} must be positive")
+        if self.rope_dim < 0 or self.rope_dim % 2 or self.rope_dim > self.head_dim:
+            raise GGUFLMError(f"rope dimension {self.rope_dim} must be even, positive and at most the head size "
+                              f"{self.head_dim}")
+        for field in ("norm_eps", "rope_base", "rope_scale"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and value > 0):
+                raise GGUFLMError(f"model metadata gives {field} = {value}, which must be a positive finite number")
 
     @property
     def architecture(self) -> archs.Architecture:
@@ -92,6 +102,12 @@ class ModelConfig:
         if len(embd.shape) != 2:
             raise GGUFLMError(f"tensor '{embd.name}' has {len(embd.shape)} dimensions, expected 2")
         n_vocab = int(embd.shape[1])
+        n_layers = gf.require(key(k.LLM.BLOCK_COUNT), int)
+        blocks = {int(m.group(1)) for name in gf.tensors if (m := _BLOCK.match(name))}
+        if blocks and max(blocks) >= n_layers:
+            raise GGUFLMError(f"the file has tensors of block {max(blocks)} but block_count is {n_layers}")
+        if n_layers > len(blocks):
+            raise GGUFLMError(f"block_count is {n_layers} but the file has tensors for {len(blocks)} blocks")
         n_tokens = len(gf.get(k.Tokenizer.LIST, [], list))
         if n_tokens and n_tokens != n_vocab:  # token ids would index past one or the other
             raise GGUFLMError(f"the tokenizer has {n_tokens} tokens but token_embd has {n_vocab} rows")
@@ -100,7 +116,7 @@ class ModelConfig:
             n_vocab=n_vocab,
             n_ctx_train=gf.get(key(k.LLM.CONTEXT_LENGTH), 2048, int),
             dim=dim,
-            n_layers=gf.require(key(k.LLM.BLOCK_COUNT), int),
+            n_layers=n_layers,
             ffn_dim=gf.require(key(k.LLM.FEED_FORWARD_LENGTH), int),
             n_heads=n_heads,
             n_kv_heads=n_kv,

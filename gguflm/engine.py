@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 PREFILL_CHUNK = 512  # tokens per prefill call: bounds activation memory for long prompts
 CPU_DEFAULT_CTX = 4096  # the CPU cache is fp32; a model's full training context rarely fits
+MAX_CHARS_PER_TOKEN = 64  # a text longer than this many characters per context token cannot fit: refuse it unread
 
 
 @dataclass
@@ -59,6 +60,20 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so a host clock reads true times."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for a new allocation: the GPU's free memory, or the host's MemAvailable (Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62  # unknown: let the allocation decide
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -124,10 +139,15 @@ class Engine:
         self.capture = capture
         self.cache_types = cache_types(backend, cache_type_k, cache_type_v)
         self.ctx, self.context_message = choose_context(backend, ctx, *self.cache_types)
+        need = self.ctx * bytes_per_token(backend.cfg, *self.cache_types)
+        free = free_memory(backend.device)
+        if need > free:  # refused before allocating: a CPU allocation this large ends in the OOM killer
+            raise GGUFLMError(f"a {self.ctx}-token KV cache needs {human_bytes(need)} but {human_bytes(free)} "
+                              "of memory is free (use a smaller --ctx)")
         try:
             self.cache = self.backend.new_cache(self.ctx, *self.cache_types)
-        except torch.OutOfMemoryError:
-            raise GGUFLMError(f"a {self.ctx}-token KV cache does not fit in free GPU memory (use a smaller --ctx)") from None
+        except (torch.OutOfMemoryError, MemoryError):
+            raise GGUFLMError(f"a {self.ctx}-token KV cache does not fit in free memory (use a smaller --ctx)") from None
         self.tokens: list[int] = []  # what the cache holds: cache.length == len(self.tokens) between steps
         self.stats = EngineStats()
         # Static sampler state, updated in place each turn so captured graphs keep their addresses.
@@ -193,6 +213,12 @@ class Engine:
         return self._graphs.get(sampling)
 
     # ------------------------------------------------------------------ generation
+
+    def check_text(self, text: str) -> None:
+        """A GGUFLMError for a text far too long to fit the context, before the tokenizer spends time on it."""
+        if len(text) > MAX_CHARS_PER_TOKEN * self.ctx:
+            raise GGUFLMError(f"the prompt has {len(text)} characters, more than a {self.ctx}-token context can "
+                              "hold (use --ctx)")
 
     def check_prompt(self, prompt: list[int]) -> None:
         """A GGUFLMError unless the prompt leaves room for at least one generated token."""
@@ -284,6 +310,8 @@ class Engine:
         tok = self.tokenizer
         if tok is None:
             raise GGUFLMError("the model file has no tokenizer, so it cannot generate text (generate ids instead)")
+        if isinstance(prompt, str):
+            self.check_text(prompt)
         ids = tok.encode(prompt, add_special=add_special, parse_special=parse_special) if isinstance(prompt, str) else prompt
         # generation from BOS alone drops the first piece's leading space, as llama.cpp prints it
         stream = tok.stream(continuation=any(not tok.is_special(t) for t in ids))

@@ -16,7 +16,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, shown
 
 VT = gguf.GGUFValueType
 QT = gguf.GGMLQuantizationType
@@ -32,6 +32,7 @@ _NUMPY_TYPES = {QT.F32: np.float32, QT.F16: np.float16, QT.F64: np.float64, QT.I
                 QT.I16: np.int16, QT.I32: np.int32, QT.I64: np.int64}
 _MAX_COUNT = 1 << 24  # more tensors or keys than this is a corrupt header, not a model
 _MAX_DIMS = 4
+_MAX_NAME = 64
 _MAX_ARRAY_DEPTH = 8
 
 
@@ -84,7 +85,7 @@ class GGUFFile:
     def require(self, key: str, kind: type | tuple[type, ...] = object) -> Any:
         """The value of a key that must be present, of the given Python type."""
         if key not in self.metadata:
-            raise GGUFLMError(f"{self.path.name}: metadata key '{key}' is missing")
+            raise GGUFLMError(f"{self.path.name}: metadata key {shown(key)} is missing")
         return self._checked(key, kind)
 
     def _checked(self, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -92,14 +93,14 @@ class GGUFFile:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            raise GGUFLMError(f"{self.path.name}: metadata key '{key}' has the wrong type ({type(value).__name__})")
+            raise GGUFLMError(f"{self.path.name}: metadata key {shown(key)} has the wrong type ({type(value).__name__})")
         return value
 
     def tensor(self, name: str) -> TensorInfo:
         try:
             return self.tensors[name]
         except KeyError:
-            raise GGUFLMError(f"{self.path.name}: tensor '{name}' is missing") from None
+            raise GGUFLMError(f"{self.path.name}: tensor {shown(name)} is missing") from None
 
 
 class _Parser:
@@ -197,14 +198,18 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile:
     metadata: dict[str, Any] = {}
     for _ in range(n_kv):
         key = p.string()
+        if key in metadata:  # llama.cpp and gguf-py refuse these too: which one would count is a guess
+            raise p.fail(f"metadata key {shown(key)} appears twice")
         metadata[key] = p.value(p.scalar("<I"))
 
     infos = []
     for _ in range(n_tensors):
         name = p.string()
+        if len(name.encode()) > _MAX_NAME:  # ggml's GGML_MAX_NAME: llama.cpp refuses longer names too
+            raise p.fail(f"tensor name {shown(name)} is longer than {_MAX_NAME} bytes")
         n_dims = p.scalar("<I")
         if not 1 <= n_dims <= _MAX_DIMS:
-            raise p.fail(f"tensor '{name}' has {n_dims} dimensions")
+            raise p.fail(f"tensor {shown(name)} has {n_dims} dimensions")
         shape = tuple(p.scalar("<Q") for _ in range(n_dims))
         raw_type, offset = p.scalar("<I"), p.scalar("<Q")
         infos.append((name, shape, raw_type, offset))
@@ -217,23 +222,35 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile:
     tensors: dict[str, TensorInfo] = {}
     for name, shape, raw_type, offset in infos:
         if name in tensors:
-            raise GGUFLMError(f"{path}: tensor '{name}' appears twice")
+            raise GGUFLMError(f"{path}: tensor {shown(name)} appears twice")
+        if offset % alignment:  # llama.cpp refuses this: every tensor starts on the file's alignment
+            raise GGUFLMError(f"{path}: tensor {shown(name)} has data offset {offset}, not a multiple of the "
+                              f"alignment {alignment}")
         tensors[name] = _tensor_info(path, buf, name, shape, raw_type, data_start + offset, size)
+    _refuse_overlaps(path, tensors)
     return GGUFFile(path=path, version=version, metadata=metadata, tensors=tensors)
+
+
+def _refuse_overlaps(path: Path, tensors: dict[str, TensorInfo]) -> None:
+    """Two tensors sharing bytes is a corrupt (or crafted) table: writing one would change the other."""
+    spans = sorted((t.data_offset, t.data_offset + t.n_bytes, t.name) for t in tensors.values())
+    for (_, end, name), (start, _, other) in zip(spans, spans[1:]):
+        if start < end:
+            raise GGUFLMError(f"{path}: the data of tensors {shown(name)} and {shown(other)} overlap")
 
 
 def _tensor_info(path: Path, buf, name: str, shape: tuple, raw_type: int, start: int, size: int) -> TensorInfo:
     try:
         qtype = QT(raw_type)
     except ValueError:
-        raise GGUFLMError(f"{path}: tensor '{name}' has unknown type {raw_type}") from None
+        raise GGUFLMError(f"{path}: tensor {shown(name)} has unknown type {raw_type}") from None
     if qtype not in gguf.GGML_QUANT_SIZES:
-        raise GGUFLMError(f"{path}: tensor '{name}' has unknown type {qtype.name}")
+        raise GGUFLMError(f"{path}: tensor {shown(name)} has unknown type {qtype.name}")
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     if any(d <= 0 for d in shape) or shape[0] % block:
-        raise GGUFLMError(f"{path}: tensor '{name}' has an invalid shape {list(shape)} for {qtype.name}")
+        raise GGUFLMError(f"{path}: tensor {shown(name)} has an invalid shape {list(shape)} for {qtype.name}")
     n_elements = int(np.prod(shape, dtype=object))
     n_bytes = n_elements // block * type_size
     if start + n_bytes > size:
-        raise GGUFLMError(f"{path}: tensor '{name}' extends past the end of the file (truncated?)")
+        raise GGUFLMError(f"{path}: tensor {shown(name)} extends past the end of the file (truncated?)")
     return TensorInfo(name, qtype, shape, n_elements, n_bytes, start, buf)

@@ -14,7 +14,7 @@ import gguf
 from gguflm import arch as archs
 from gguflm import quants
 from gguflm.config import ModelConfig
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, printable, shown
 from gguflm.gguf_file import GGUFFile
 
 
@@ -35,10 +35,10 @@ def human_bytes(n: float) -> str:
 def describe(gf: GGUFFile) -> Description:
     """Rows describing the model, its tensors and its tokenizer, and the problems found on the way."""
     d = Description()
-    d.rows += [("file", f"{gf.path} ({human_bytes(gf.file_size)})"), ("architecture", gf.architecture)]
+    d.rows += [("file", f"{gf.path} ({human_bytes(gf.file_size)})"), ("architecture", printable(gf.architecture))]
     name = gf.get(gguf.Keys.General.NAME, None, str)
     if name:
-        d.rows.append(("name", name))
+        d.rows.append(("name", printable(name)))
     if gf.tensors:
         _model_rows(gf, d)
     types = Counter(t.tensor_type.name for t in gf.tensors.values())
@@ -59,7 +59,7 @@ def _model_rows(gf: GGUFFile, d: Description) -> None:
         d.problems.append(str(e))
         prefix = gf.architecture + "."
         raw = [f"{k[len(prefix):]} {v}" for k, v in gf.metadata.items() if k.startswith(prefix)]
-        d.rows.append(("hparams", ", ".join(raw) or "none"))
+        d.rows.append(("hparams", printable(", ".join(raw), 1000) or "none"))
         _type_problems(gf, d)
         return
     n_params = sum(int(t.n_elements) for t in gf.tensors.values())
@@ -91,7 +91,7 @@ def _type_problems(gf: GGUFFile, d: Description) -> bool:
         if quants.lookup(t.tensor_type) is None:
             missing.setdefault(t.tensor_type.name, []).append(t.name)
     for name, tensors in missing.items():
-        d.problems.append(f"{len(tensors)} tensor(s) have type {name} (e.g. '{tensors[0]}'), which is not supported "
+        d.problems.append(f"{len(tensors)} tensor(s) have type {name} (e.g. {shown(tensors[0])}), which is not supported "
                           f"(supported: {', '.join(quants.supported())})")
     return bool(missing)
 
@@ -101,7 +101,7 @@ def _tokenizer_rows(gf: GGUFFile, d: Description) -> None:
     tokens = gf.get(gguf.Keys.Tokenizer.LIST, [], list)
     kind = gf.get(gguf.Keys.Tokenizer.MODEL, "none", str)
     pre = gf.get(gguf.Keys.Tokenizer.PRE, None, str)
-    d.rows.append(("tokenizer", f"{kind}" + (f" (pre: {pre})" if pre else "") + f", {len(tokens)} tokens"))
+    d.rows.append(("tokenizer", printable(f"{kind}" + (f" (pre: {pre})" if pre else "")) + f", {len(tokens)} tokens"))
     if not tokens:
         return
     from gguflm.tokenizer import Tokenizer
@@ -111,5 +111,5 @@ def _tokenizer_rows(gf: GGUFFile, d: Description) -> None:
     except GGUFLMError as e:
         d.problems.append(str(e))
         return
-    pieces = ", ".join(f"{i} {tok.token_text(i)!r}" for i in sorted(tok.eog_ids))
+    pieces = ", ".join(f"{i} {shown(tok.token_text(i))}" for i in sorted(tok.eog_ids))
     d.rows.append(("end of generation", pieces or "none"))

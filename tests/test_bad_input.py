@@ -115,3 +115,71 @@ def test_mutation_fuzz_only_clear_errors(tmp_path):
         except GGUFLMError:
             outcomes["error"] += 1
     assert outcomes["error"] > 100  # most mutations of the header must be caught
+
+
+def patched(path, tmp_path, name, site_of, value: int):
+    """A copy of a valid file with one header field (found by gguflm.synthetic.mutants.sites) set to value."""
+    from gguflm.synthetic.mutants import sites
+
+    site = next(s for s in sites(path) if site_of(s))
+    data = bytearray(path.read_bytes())
+    data[site.pos : site.pos + site.size] = value.to_bytes(site.size, "little")
+    out = tmp_path / name
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_parser_refuses_what_llama_cpp_refuses(tmp_path):
+    valid = write_synthetic_gguf(tmp_path / "v.gguf", SyntheticSpec(n_layers=1, extra_metadata={"general.namf": "x"}))
+    offsets = {s.what: s for s in __import__("gguflm.synthetic.mutants", fromlist=["sites"]).sites(valid)
+               if s.kind == "offset"}
+    first, second = list(offsets)[:2]
+    second_offset = int.from_bytes(valid.read_bytes()[offsets[second].pos:offsets[second].pos + 8], "little")
+    cases = {
+        "misaligned": (patched(valid, tmp_path, "a.gguf", lambda s: s.kind == "offset" and s.what == second,
+                               second_offset + 4), "not a multiple of the alignment 32"),
+        "overlap": (patched(valid, tmp_path, "b.gguf", lambda s: s.kind == "offset" and s.what == second, 0),
+                    f"the data of tensors '{second}' and '{first}' overlap"),  # both at offset 0 now
+    }
+    dup = bytearray(valid.read_bytes())
+    at = dup.find(b"general.namf")
+    dup[at : at + 12] = b"general.name"
+    (tmp_path / "dup.gguf").write_bytes(bytes(dup))
+    cases["duplicate key"] = (tmp_path / "dup.gguf", "metadata key 'general.name' appears twice")
+    for name, (path, words) in cases.items():
+        with pytest.raises(GGUFLMError) as err:
+            open_gguf(path)
+        assert words in str(err.value), name
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("llama.rope.dimension_count", (-4, gguf.GGUFValueType.INT32), "rope dimension -4 must be even, positive"),
+    ("llama.context_length", (-5, gguf.GGUFValueType.INT32), "n_ctx_train = -5, which must be positive"),
+    ("llama.attention.layer_norm_rms_epsilon", (float("nan"), gguf.GGUFValueType.FLOAT32),
+     "norm_eps = nan, which must be a positive finite number"),
+    ("llama.rope.freq_base", (float("inf"), gguf.GGUFValueType.FLOAT32), "rope_base = inf"),
+    ("llama.rope.freq_base", (-1.0, gguf.GGUFValueType.FLOAT32), "rope_base = -1.0"),
+    ("llama.block_count", 100000, "block_count is 100000 but the file has tensors for 2 blocks"),
+    ("llama.block_count", 1, "the file has tensors of block 1 but block_count is 1"),
+    ("llama.embedding_length", 1 << 40, "dim = 1099511627776, which must be positive (at most 16777216)"),
+])
+def test_hparams_out_of_range_are_refused_when_read(tmp_path, key, value, words):
+    if isinstance(value, int) and value >= 1 << 32:
+        value = (value, gguf.GGUFValueType.UINT64)
+    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(extra_metadata={key: value}))
+    with pytest.raises(GGUFLMError) as err:
+        ModelConfig.from_gguf(open_gguf(path))
+    assert words in str(err.value)
+
+
+def test_file_controlled_text_cannot_forge_output_lines(tmp_path):
+    """A newline or an escape sequence in general.architecture reaches neither stderr nor info raw."""
+    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(
+        arch="llama\nerror: forged\x1b[31m", extra_metadata={"general.name": "x\ny\x1b[0m"}))
+    result = run_cli("run", "-m", str(path), "-p", "hi")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "\x1b" not in result.stderr
+    assert "architecture 'llama\\nerror: forged\\x1b[31m' is not supported" in result.stderr
+    result = run_cli("info", str(path))
+    assert result.returncode == 0 and "\x1b" not in result.stdout and "forged" in result.stdout
+    assert all(not line.startswith("error") for line in result.stdout.splitlines())
+    assert "x\\ny\\x1b[0m" in result.stdout

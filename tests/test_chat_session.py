@@ -160,3 +160,12 @@ def test_settings_and_system_prompt(stories260k):
     assert s.messages == [{"role": "system", "content": "B"}]
     s.set_system("")
     assert s.messages == [] and s.system is None
+
+
+def test_a_rendered_prompt_far_past_the_context_is_refused_before_tokenizing(stories260k, monkeypatch):
+    s = session_for(stories260k, ctx=64, template="chatml")
+    calls = []
+    monkeypatch.setattr(s.engine.tokenizer, "encode", lambda *a, **k: calls.append(1) or [1])
+    with pytest.raises(GGUFLMError, match="characters, more than a 64-token context can hold"):
+        list(s.send("x" * 64 * 64))
+    assert calls == [] and s.messages == []

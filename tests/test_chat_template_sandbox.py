@@ -92,3 +92,45 @@ def test_budget_resets_between_renders():
 def test_legitimate_large_values_pass():
     source = "{{ ('x' * 100000)|length }} {{ '%d'|format(1700000000) }} {{ '{:>5}'.format(7) }} {{ 10 ** 30 }}"
     assert ChatTemplate(source).render([]) == "100000 1700000000     7 " + str(10**30)
+
+
+BUDGET_BREAKERS = {  # each ran past its budget (or a Python error escaped) before the render had real limits
+    "list-doubling-compared": "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}"
+                              "{% endfor %}{{ ns.x == ns.x }}",
+    "list-doubling-printed": "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}"
+                             "{% endfor %}{{ ns.x }}",
+    "dict-doubling-tojson": "{% set ns = namespace(x={}) %}{% for i in range(60) %}{% set ns.x = {'a': ns.x, "
+                            "'b': ns.x} %}{% endfor %}{{ ns.x|tojson }}",
+    "strftime-width": "{{ strftime_now('%1270Y' * 1333333) }}",
+    "strftime-wide-field": "{{ strftime_now('%0999d') }}",
+    "nested-for": "".join("{% for i" + str(k) + " in [1] %}" for k in range(25)) + "x" + "{% endfor %}" * 25,
+    "nested-if": "{% if true %}" * 120 + "x" + "{% endif %}" * 120,
+    "wordwrap": "{{ ('a ' * 4000000)|wordwrap }}",
+    "striptags": "{{ ('<a>' * 2000000)|striptags }}",
+    "title": "{{ ('a ' * 4000000)|title }}",
+    "urlize": "{{ ('a.com ' * 1000000)|urlize }}",
+}
+
+
+@pytest.mark.parametrize("source", BUDGET_BREAKERS.values(), ids=BUDGET_BREAKERS.keys())
+def test_budget_breakers_are_stopped(source):
+    with pytest.raises(GGUFLMError):
+        ChatTemplate(source, name="hostile").render(MESSAGES)
+
+
+def test_a_huge_template_is_refused_before_compiling():
+    with pytest.raises(GGUFLMError, match="characters, more than the 262144 a chat template may have"):
+        ChatTemplate("{{ 'x' }}" * 400_000)
+
+
+def test_literals_that_share_their_parts_are_weighed_fast():
+    from gguflm.chat import limits
+
+    x: list = [1]
+    for _ in range(200):  # 2^200 items counted with sharing, 200 distinct lists
+        x = [x, x]
+    assert limits.weight(x) == limits.MAX_CHARS + 1
+    assert limits.weight([["ab", "c"], ("d",), {"e": "fg"}]) == 3 + (2 + 3) + (1 + 1) + (1 + 1 + 2)
+    # real templates keep working with literals wrapped: a dict and a list built in the template
+    out = ChatTemplate("{% set d = {'a': [1, 2], 'b': (3,)} %}{{ d['a'][1] }}{{ d.b[0] }}").render(MESSAGES)
+    assert out == "23"

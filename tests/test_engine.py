@@ -175,3 +175,11 @@ def test_chunked_prefill_gives_the_same_tokens(model, monkeypatch):
     assert ids(engine, PROMPT, 6) == greedy(model, PROMPT, 6)
     assert engine.stats.last.prefilled_tokens == len(PROMPT)
     assert_cache_holds(engine, model)
+
+
+def test_a_cache_larger_than_free_memory_is_refused_before_allocating(model, monkeypatch):
+    import gguflm.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "free_memory", lambda device: 10_000)
+    with pytest.raises(GGUFLMError, match="a 1000-token KV cache needs .* but 9.77 KiB of memory is free"):
+        model.new_engine(ctx=1000)

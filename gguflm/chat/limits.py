@@ -15,6 +15,9 @@ MAX_CHARS = 8_000_000  # largest string or sequence a template may build, and it
 MAX_EMITTED = 4 * MAX_CHARS  # all `{{ }}` output of one render, buffers included
 MAX_INT_BITS = 65_536  # integers beyond this make arithmetic slow enough to hang
 MAX_JSON_INDENT = 64
+MAX_TEMPLATE_CHARS = 256 * 1024  # real templates are a few KiB; compiling costs seconds per MiB
+MAX_FILTER_INPUT = 256 * 1024  # wordwrap, striptags, title, urlize run in seconds on megabytes, unbudgeted
+MAX_STRFTIME = 256  # the longest strftime format a template may pass, and no field width past 2 digits
 
 # A run of 7+ digits in a format string is a width or precision no template needs.
 _HUGE_FIELD = re.compile(r"\d{7,}")
@@ -48,25 +51,36 @@ class Budget:
 
 
 def weight(value: object, limit: int = MAX_CHARS) -> int:
-    """Characters plus items in `value`, counting a shared part each time it appears; stops past `limit`."""
-    total = 0
+    """Characters plus items in `value`, counting a shared part each time it appears (saturating just
+    past `limit`). Each distinct container is visited once, so a structure that shares itself by
+    doubling (`[x, x]`, sixty times over) is weighed in time linear in its distinct parts."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, (list, tuple, dict)):
+        return 0
+    memo: dict[int, int] = {}
+    open_: set[int] = set()  # containers whose parts are being weighed (a cycle weighs "too much")
     stack = [value]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, (list, tuple)):
-            total += len(item)
-            if total <= limit:
-                stack.extend(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            if total <= limit:
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        if total > limit:
-            return total
-    return total
+        item = stack[-1]
+        if id(item) in memo:
+            stack.pop()
+            continue
+        parts = [*item.keys(), *item.values()] if isinstance(item, dict) else list(item)
+        pending = [p for p in parts if isinstance(p, (list, tuple, dict)) and id(p) not in memo]
+        if pending and id(item) not in open_:
+            open_.add(id(item))
+            stack.extend(p for p in pending if id(p) not in open_)
+            continue
+        total = len(parts) if not isinstance(item, dict) else len(item)
+        for p in parts:
+            total += len(p) if isinstance(p, str) else memo.get(id(p), limit + 1) if isinstance(p, (list, tuple, dict)) else 0
+            if total > limit:
+                break
+        memo[id(item)] = min(total, limit + 1)
+        open_.discard(id(item))
+        stack.pop()
+    return memo[id(value)]
 
 
 def check_size(value: object) -> object:
@@ -99,6 +113,19 @@ def check_format(fmt: object, args: tuple = (), kwargs: dict | None = None) -> N
                 check_count(item, "a format width")
         else:
             check_count(value, "a format width")
+
+
+def check_text_input(text: object, what: str) -> None:
+    """Refuse a string too long for a filter whose running time the budget cannot see."""
+    if isinstance(text, str) and len(text) > MAX_FILTER_INPUT:
+        raise RenderLimitError(f"it passed {len(text)} characters to {what}, above the limit of {MAX_FILTER_INPUT}")
+
+
+def check_strftime(fmt: object) -> None:
+    """strftime pads a field to any width (`%1270Y`): refuse long formats and wide fields."""
+    if isinstance(fmt, str) and (len(fmt) > MAX_STRFTIME or re.search(r"%[-_0^#]*\d{3,}", fmt)):
+        raise RenderLimitError(f"it asked strftime for a format longer than {MAX_STRFTIME} characters "
+                               "or a field width of 100 or more")
 
 
 def check_binop(op: str, left: object, right: object) -> None:

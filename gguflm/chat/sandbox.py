@@ -35,7 +35,7 @@ def raise_exception(message: str) -> None:
 
 
 def strftime_now(fmt: str) -> str:
-    limits.check_format(fmt)
+    limits.check_strftime(fmt)
     return datetime.now().strftime(fmt)
 
 
@@ -104,7 +104,8 @@ class _NoLoader(jinja2.BaseLoader):
 
 
 class _Instrument(NodeTransformer):
-    """Rewrites `for x in it` to iterate `guarded_iter(it)` and `a ~ b` to `guarded_concat(a, b)`."""
+    """Rewrites `for x in it` to iterate `guarded_iter(it)`, `a ~ b` to `guarded_concat(a, b)`, and
+    every list, tuple and dict literal to `guarded_size(...)` (a literal can hold its own parts twice)."""
 
     def visit_For(self, node):
         self.generic_visit(node)
@@ -114,6 +115,14 @@ class _Instrument(NodeTransformer):
     def visit_Concat(self, node):
         self.generic_visit(node)
         return _env_call("guarded_concat", node.nodes, node.lineno)
+
+    def _sized(self, node):
+        self.generic_visit(node)
+        if getattr(node, "ctx", "load") != "load":  # an assignment target such as `a, b` in a for
+            return node
+        return _env_call("guarded_size", [node], node.lineno)
+
+    visit_List = visit_Tuple = visit_Dict = _sized
 
 
 def _env_call(method: str, args: list, lineno: int) -> nodes.Call:
@@ -140,10 +149,12 @@ def _pad(width) -> int:
 
 _FILTER_CHECKS = {
     "center": lambda a: limits.check_count(a["width"], "a width"),
+    **{name: (lambda a, name=name: limits.check_text_input(a.get("s", a.get("value")), f"the {name} filter"))
+       for name in ("striptags", "title", "urlize")},
     "indent": lambda a: limits.check_count(_lines(a["s"]) * _pad(a["width"]), "an indentation"),
-    "wordwrap": lambda a: limits.check_count(
+    "wordwrap": lambda a: (limits.check_text_input(a["s"], "the wordwrap filter"), limits.check_count(
         len(str(a["wrapstring"] or "")) * (len(str(a["s"])) // max(a["width"], 1) + 1), "a wrapped length"
-    ),
+    )),
     "batch": lambda a: limits.check_count(a["linecount"], "a batch size"),
     "slice": lambda a: limits.check_count(a["slices"], "a slice count"),
     "join": lambda a: limits.check_join(a["d"], a["value"]),
@@ -240,6 +251,10 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
 
     def guarded_concat(self, *parts) -> str:
         return limits.check_size("".join(map(str, parts)))
+
+    def guarded_size(self, value):
+        self.budget.tick()
+        return limits.check_size(value)
 
     # Sandbox overrides.
 

@@ -76,6 +76,7 @@ class ChatSession:
     def prompt_ids(self, messages: list[dict] | None = None) -> list[int]:
         """The token ids of the whole conversation, ending with the assistant's generation prompt."""
         self.last_prompt = self.render(messages)
+        self.engine.check_text(self.last_prompt)  # a template can render megabytes: refuse before tokenizing
         return encode_rendered(self.tokenizer, self.last_prompt)
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 import gguf
 import jinja2
 
-from gguflm.chat.limits import RenderLimitError
+from gguflm.chat.limits import MAX_TEMPLATE_CHARS, RenderLimitError
 from gguflm.chat.sandbox import GuardedEnvironment, RaisedByTemplate
 from gguflm.errors import GGUFLMError
 
@@ -26,6 +26,7 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 # What evaluating an untrusted template can raise; all of it is the template's fault, not ours.
 _TEMPLATE_FAILURES = (
     jinja2.TemplateError,
+    SyntaxError,  # jinja2's generated Python can be too deeply nested for Python to compile
     ArithmeticError,
     AttributeError,
     LookupError,
@@ -45,6 +46,9 @@ class ChatTemplate:
         self.eos_token = eos_token
         self.name = name
         self._label = f"chat template {name!r}" if name else "the model's chat template"
+        if len(source) > MAX_TEMPLATE_CHARS:
+            raise GGUFLMError(f"{self._label} has {len(source)} characters, more than the {MAX_TEMPLATE_CHARS} "
+                              "a chat template may have")
         self._env = GuardedEnvironment()
         try:
             self._template = self._env.from_string(source)

@@ -38,7 +38,7 @@ class SyntheticSpec:
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
     seed: int = 0
-    extra_metadata: dict = field(default_factory=dict)
+    extra_metadata: dict = field(default_factory=dict)  # key -> value or (value, GGUFValueType); replaces a default
     drop_tensors: tuple[str, ...] = ()  # for tests of broken files
     replace_tensors: dict = field(default_factory=dict)  # name -> (array, raw_dtype or None)
 
@@ -84,18 +84,20 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
     cfg = spec.config
     with atomic_write(path, "the synthetic model") as tmp:
         w = gguf.GGUFWriter(tmp, spec.arch)
-        w.add_name(f"synthetic-{spec.arch}")
-        w.add_context_length(spec.n_ctx)
-        w.add_embedding_length(spec.dim)
-        w.add_block_count(spec.n_layers)
-        w.add_feed_forward_length(spec.ffn_dim)
-        w.add_head_count(spec.n_heads)
-        w.add_head_count_kv(spec.n_kv_heads)
-        w.add_rope_freq_base(spec.rope_base)
-        w.add_layer_norm_rms_eps(cfg.norm_eps)
-        w.add_rope_dimension_count(cfg.head_dim)
-        for key, value in spec.extra_metadata.items():
-            w.add_key_value(key, value, _value_type(value))
+        arch = spec.arch
+        defaults = {
+            gguf.Keys.General.NAME: (f"synthetic-{arch}", gguf.GGUFValueType.STRING),
+            gguf.Keys.LLM.CONTEXT_LENGTH: spec.n_ctx, gguf.Keys.LLM.EMBEDDING_LENGTH: spec.dim,
+            gguf.Keys.LLM.BLOCK_COUNT: spec.n_layers, gguf.Keys.LLM.FEED_FORWARD_LENGTH: spec.ffn_dim,
+            gguf.Keys.Attention.HEAD_COUNT: spec.n_heads, gguf.Keys.Attention.HEAD_COUNT_KV: spec.n_kv_heads,
+            gguf.Keys.Rope.FREQ_BASE: (spec.rope_base, gguf.GGUFValueType.FLOAT32),
+            gguf.Keys.Attention.LAYERNORM_RMS_EPS: (cfg.norm_eps, gguf.GGUFValueType.FLOAT32),
+            gguf.Keys.Rope.DIMENSION_COUNT: cfg.head_dim,
+        }
+        metadata = {key.format(arch=arch): value for key, value in defaults.items()} | spec.extra_metadata
+        for key, value in metadata.items():
+            value, vtype = value if isinstance(value, tuple) else (value, _value_type(value))
+            w.add_key_value(key, value, vtype)
         for key, (value, vtype) in (tokenizer or {}).items():
             w.add_key_value(key, value, vtype)
         for name, shape in archs.file_tensors(cfg, spec.layer_extras, spec.tied, spec.rope_freqs):
