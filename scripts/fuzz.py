@@ -51,7 +51,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gguflm-fuzz-"))
-    bases = [(p.read_bytes(), min(t.data_offset for t in gguf.GGUFReader(p).tensors), sites(p))
+    bases = [(p.read_bytes(), min(t.data_offset for t in gguf.GGUFReader(p).tensors), sites(p), p)
              for p in base_files(work)]
     rng = random.Random(args.seed)
     ctx = mp.get_context("fork")
@@ -60,8 +60,8 @@ def main() -> None:
     started = time.monotonic()
     print(f"seed {args.seed}: {args.mutants} mutants of {len(bases)} files", flush=True)
     for i in range(args.mutants):
-        data, header_end, all_sites = bases[i % len(bases)]
-        mutant, what = mutate(data, header_end, all_sites, rng)
+        data, header_end, all_sites, base = bases[i % len(bases)]
+        mutant, what = mutate(data, header_end, all_sites, rng, base)
         path = work / "mutant.gguf"
         path.write_bytes(mutant)
         queue = ctx.Queue()

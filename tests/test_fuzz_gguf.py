@@ -35,15 +35,15 @@ def base_files(tmp_path):
 def test_mutants_fail_cleanly_or_work(tmp_path):
     print(f"fuzz seed {SEED} (GGUFLM_FUZZ_SEED={SEED} replays it)")
     rng = random.Random(SEED)
-    bases = [(p.read_bytes(), min(t.data_offset for t in __import__("gguf").GGUFReader(p).tensors), sites(p))
+    bases = [(p.read_bytes(), min(t.data_offset for t in __import__("gguf").GGUFReader(p).tensors), sites(p), p)
              for p in base_files(tmp_path)]
     target = tmp_path / "mutant.gguf"
     started, outcomes = time.monotonic(), {}
     for i in range(MUTANTS):
         if i >= MUTANTS // 3 and time.monotonic() - started > SECONDS:
             break
-        data, header_end, all_sites = bases[i % len(bases)]
-        mutant, what = mutate(data, header_end, all_sites, rng)
+        data, header_end, all_sites, path = bases[i % len(bases)]
+        mutant, what = mutate(data, header_end, all_sites, rng, path)
         target.write_bytes(mutant)
         outcome = probe(target)
         assert outcome.clean, f"seed {SEED}, mutant {i} ({what}) at {outcome.stage}:\n{outcome.error[-3000:]}"

@@ -91,9 +91,82 @@ def _value(rng: random.Random, site: Site, old: bytes) -> bytes:
     return (min(rng.choice(choices), top)).to_bytes(site.size, "little")
 
 
-def mutate(data: bytes, header_end: int, all_sites: list[Site], rng: random.Random) -> tuple[bytes, str]:
-    """One mutant of `data` and a line saying what was done to it."""
+# ---------------------------------------------------------------------------- well-formed values of the wrong kind
+
+_SCALAR_FORMATS = {VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I",
+                   VT.INT32: "<i", VT.FLOAT32: "<f", VT.BOOL: "<?", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d"}
+
+
+def _encode(vtype: VT, value) -> bytes:
+    if vtype == VT.STRING:
+        raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+        return struct.pack("<Q", len(raw)) + raw
+    if vtype == VT.ARRAY:
+        etype, items = value
+        return struct.pack("<IQ", etype, len(items)) + b"".join(_encode(etype, v) for v in items)
+    return struct.pack(_SCALAR_FORMATS[vtype], value)
+
+
+def _random_value(rng: random.Random):
+    """(type, value) of any kind, edge cases first: what a key may hold in a hostile file."""
+    kind = rng.choice(["str", "int", "int", "float", "bool", "ints", "strs", "floats", "nested", "empty"])
+    if kind == "str":
+        return VT.STRING, rng.choice(["", "x", "\n\x1b[31m", "a" * 300, "\ud800", "llama", "gpt2"])
+    if kind == "int":
+        vtype = rng.choice([VT.UINT32, VT.INT32, VT.UINT64, VT.INT64, VT.UINT8])
+        bits = struct.calcsize(_SCALAR_FORMATS[vtype]) * 8
+        signed = vtype in (VT.INT32, VT.INT64)
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        return vtype, rng.choice([lo, hi, 0, 1, 2, 3, rng.randint(lo, hi)])
+    if kind == "float":
+        return VT.FLOAT32, rng.choice([math.nan, math.inf, -1.0, 0.0, 1e30])
+    if kind == "bool":
+        return VT.BOOL, rng.random() < 0.5
+    n = rng.choice([0, 1, 3, 300, 1000])
+    if kind == "ints":
+        return VT.ARRAY, (VT.INT32, [rng.randint(-5, 1000) for _ in range(n)])
+    if kind == "strs":
+        return VT.ARRAY, (VT.STRING, [rng.choice(["a", "", "<s>", "a b", "\x00"]) for _ in range(n)])
+    if kind == "floats":
+        return VT.ARRAY, (VT.FLOAT32, [rng.choice([0.0, -1.0, math.nan]) for _ in range(n)])
+    if kind == "nested":
+        return VT.ARRAY, (VT.ARRAY, [(VT.INT32, [1, 2])] * rng.randint(0, 3))
+    return VT.ARRAY, (VT.STRING, [])
+
+
+def retype(path: str | Path, rng: random.Random) -> tuple[bytes, str]:
+    """The file with one metadata key's value replaced by a well-formed value of another kind (and the
+    rest re-written as it was): the mutation that reaches the code reading each key."""
+    reader = gguf.GGUFReader(path)
+    data = Path(path).read_bytes()
+    keys = [k for k in reader.fields if not k.startswith("GGUF.")]
+    target = rng.choice(keys)
+    kv = b""
+    for key in keys:
+        field = reader.fields[key]
+        if key == target:
+            vtype, value = _random_value(rng)
+        else:
+            vtype, value = field.types[0], field.contents()
+            if vtype == VT.ARRAY:
+                value = (field.types[-1], value)
+        kv += _encode(VT.STRING, key) + struct.pack("<I", vtype) + _encode(vtype, value)
+    infos_start = reader.tensors[0].field.offset
+    last = reader.tensors[-1].field
+    infos_end = last.offset + sum(p.nbytes for p in last.parts)
+    alignment = 32
+    data_start = min(t.data_offset for t in reader.tensors)
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(reader.tensors), len(keys)) + kv + data[infos_start:infos_end]
+    head += b"\x00" * (-len(head) % alignment)
+    return head + data[data_start:], f"retyped {target} to {vtype.name}"
+
+
+def mutate(data: bytes, header_end: int, all_sites: list[Site], rng: random.Random,
+           path: str | Path | None = None) -> tuple[bytes, str]:
+    """One mutant of `data` (the bytes of the valid file at `path`) and a line saying what was done."""
     roll = rng.random()
+    if path is not None and roll > 0.7:
+        return retype(path, rng)
     if roll < 0.15:  # cut short anywhere
         cut = rng.randrange(len(data))
         return data[:cut], f"truncated to {cut} bytes"
