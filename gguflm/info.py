@@ -104,12 +104,17 @@ def _tokenizer_rows(gf: GGUFFile, d: Description) -> None:
     d.rows.append(("tokenizer", f"{kind}" + (f" (pre: {pre})" if pre else "") + f", {len(tokens)} tokens"))
     if not tokens:
         return
+    import warnings
+
     from gguflm.tokenizer import Tokenizer
 
     try:
-        tok = Tokenizer.from_gguf(gf)
+        with warnings.catch_warnings():  # a guessed pre-tokenizer is shown in its row instead
+            warnings.simplefilter("ignore", UserWarning)
+            tok = Tokenizer.from_gguf(gf)
     except GGUFLMError as e:
         d.problems.append(str(e))
         return
+    d.rows.append(("pre-tokenizer", tok.pre_tokenizer_label))
     pieces = ", ".join(f"{i} {tok.token_text(i)!r}" for i in sorted(tok.eog_ids))
     d.rows.append(("end of generation", pieces or "none"))
