@@ -67,6 +67,18 @@ def test_llama_cpp_cases_encode_and_decode(name, tokenizers):
         assert tok.decode(expected) == (clean_up_spaces(text) if tok.clean_spaces else text), f"{name}: {text!r}"
 
 
+def test_cache_holds_well_formed_vocab_files():
+    cached = find_vocabs(cache_dir())
+    if not cached:
+        pytest.skip(f"no llama.cpp vocab files in {cache_dir()}: scripts/fetch_vocab_tests.py fills it")
+    for name, path in cached.items():
+        inp, out = path.with_name(path.name + ".inp"), path.with_name(path.name + ".out")
+        assert inp.is_file() == out.is_file(), f"{name}: one of .inp and .out without the other"
+        assert path.read_bytes()[:4] == b"GGUF"
+        if has_cases(path):
+            assert read_cases(path), f"{name}: no cases"
+
+
 @pytest.mark.parametrize("name", sorted(set(VOCABS) - set(WITH_CASES)))
 def test_vocabs_without_cases_load_and_round_trip(name, tokenizers):
     tok = tokenizers(name)
