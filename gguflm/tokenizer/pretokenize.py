@@ -59,7 +59,7 @@ _DEEPSEEK_LLM_LETTERS = (  # escaped: several of these characters change under U
 _DEEPSEEK_LLM = (r"[\r\n]", rf"\s?[{_DEEPSEEK_LLM_LETTERS}]+", "\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+", r"\s+$",
                  "[一-龥ࠀ-一가-\ud7ff]+", r"\p{N}+")
 _DEEPSEEK_CODER = (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-\ud7ff]+", r"\p{N}")
-_SPLITS_GPT2_PUNCT = r"[\p{P}\$\+<=>\^~\|]+"
+_DEFAULT_PUNCT = r"[\p{P}\$\+<=>\^~\|]+"
 _AFMOE_ASIAN = "[一-鿿㐀-䶿豈-\ufaff\u3040-ゟ゠-ヿ･-ﾟ⼀-\u2fdfเ-\u0e7f\u0e80-\u0effក-\u17ffက-႟ꩠ-ꩿꧠ-\ua9ff가-\ud7afᄀ-ᇿ]+"
 _YOUTU_ASIAN = "[가-힣ㄱ-ㆎ]+|[！…“”‘’—：；，、-〿︰-﹏]+|[ㄅ-ㄯ]+|" + _CJK_KANA
 _YOUTU = (rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?"
@@ -125,7 +125,7 @@ _KEEP = "clean_spaces"  # the listed flag turns the space clean-up off
 _RAW = "byte_encode escape_spaces"
 
 _TABLE: dict[str, PreTokenizer] = {
-    **_entry("default", "default", (_SPLITS_GPT2_PUNCT, GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")),
+    **_entry("default", "default", (_DEFAULT_PUNCT, GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")),
     **_entry("llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 jina-v5-nano", "llama3",
              (LLAMA3,), "ignore_merges add_bos"),
     **_entry("dbrx", "dbrx", (LLAMA3,)),
@@ -194,8 +194,8 @@ FALLBACK = "gpt-2"
 
 
 def pre_tokenizer_for(name: str | None, source: str = "the vocabulary") -> PreTokenizer:
-    """The settings for a pre-tokenizer name. An unknown name warns once and splits like GPT-2; no name at
-    all is llama.cpp's 'default' split, with its warning that generation quality suffers."""
+    """The settings for a pre-tokenizer name (looked up once per load). An unknown name warns and splits
+    like GPT-2; no name at all is llama.cpp's 'default' split, with its warning that quality suffers."""
     if name is None:
         warnings.warn(f"{source} has no tokenizer.ggml.pre: using llama.cpp's 'default' pre-tokenizer, so "
                       "tokens may differ from the model's own tokenizer (reconverting the model fixes this)",
@@ -207,8 +207,3 @@ def pre_tokenizer_for(name: str | None, source: str = "the vocabulary") -> PreTo
                       "instead, so tokens may differ from the model's own tokenizer", UserWarning, stacklevel=3)
         return _TABLE[FALLBACK]
     return spec
-
-
-def default_add_bos(name: str | None) -> bool:
-    """llama.cpp's add_bos default for a BPE pre-tokenizer name (used when the file does not say)."""
-    return _TABLE.get(name or "default", _TABLE[FALLBACK]).add_bos
