@@ -115,3 +115,5 @@ def test_info_shows_the_pre_tokenizer(tmp_path):
         d = info.describe(open_gguf(bpe_vocab(tmp_path / "u.gguf", pre="no-such-pre")))
     row = dict(d.rows)["pre-tokenizer"]
     assert row.startswith("gpt2") and "'no-such-pre'" in row
+    hostile = dict(info.describe(open_gguf(bpe_vocab(tmp_path / "h.gguf", pre="x\x1b[2Jy"))).rows)
+    assert "\x1b" not in hostile["pre-tokenizer"] and "'x\\x1b[2Jy'" in hostile["pre-tokenizer"]

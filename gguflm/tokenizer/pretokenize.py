@@ -203,7 +203,8 @@ def pre_tokenizer_for(name: str | None, source: str = "the vocabulary") -> PreTo
         return _TABLE["default"]
     spec = _TABLE.get(name)
     if spec is None:
-        warnings.warn(f"{source}: unknown tokenizer.ggml.pre '{name}': splitting text like '{FALLBACK}' "
+        # repr() escapes whatever a hostile file put in the name
+        warnings.warn(f"{source}: unknown tokenizer.ggml.pre {name!r}: splitting text like '{FALLBACK}' "
                       "instead, so tokens may differ from the model's own tokenizer", UserWarning, stacklevel=3)
         return _TABLE[FALLBACK]
     return spec

@@ -94,7 +94,7 @@ class Tokenizer:
         if self.vocab.pre is None:
             return f"{label}; the file names none, so llama.cpp's default"
         if self.vocab.pre not in SUPPORTED:
-            return f"{label}; fallback for the unknown '{self.vocab.pre}'"
+            return f"{label}; fallback for the unknown {self.vocab.pre!r}"  # repr: the file's text, escaped
         return label
 
     @property
