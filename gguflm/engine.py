@@ -313,8 +313,9 @@ class Engine:
         if isinstance(prompt, str):
             self.check_text(prompt)
         ids = tok.encode(prompt, add_special=add_special, parse_special=parse_special) if isinstance(prompt, str) else prompt
-        # generation from BOS alone drops the first piece's leading space, as llama.cpp prints it
-        stream = tok.stream(continuation=any(not tok.is_special(t) for t in ids))
+        # Pieces as llama.cpp prints them (llama-completion, llama-server): no space is dropped, so text
+        # generated from BOS alone starts with the space SentencePiece puts before its first word.
+        stream = tok.stream(continuation=True)
         stops = [s for s in stop_strings if s]
         held = ""
         for token in self.generate_ids(ids, max_new_tokens, sampling):

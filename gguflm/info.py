@@ -6,6 +6,7 @@ missing tensor, a tokenizer this build cannot build are all described, then list
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -107,9 +108,12 @@ def _tokenizer_rows(gf: GGUFFile, d: Description) -> None:
     from gguflm.tokenizer import Tokenizer
 
     try:
-        tok = Tokenizer.from_gguf(gf)
+        with warnings.catch_warnings():  # a guessed pre-tokenizer is shown in its row instead
+            warnings.simplefilter("ignore", UserWarning)
+            tok = Tokenizer.from_gguf(gf)
     except GGUFLMError as e:
         d.problems.append(str(e))
         return
+    d.rows.append(("pre-tokenizer", printable(tok.pre_tokenizer_label)))
     pieces = ", ".join(f"{i} {shown(tok.token_text(i))}" for i in sorted(tok.eog_ids))
     d.rows.append(("end of generation", pieces or "none"))

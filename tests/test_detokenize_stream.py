@@ -47,15 +47,17 @@ def test_stream_matches_decode_and_hides_control_tokens(tok):
         stream = StreamDecoder(tok, skip_special=skip)
         text = "".join(stream.feed(i) for i in ids) + stream.flush()
         assert text == tok.decode(ids, skip_special=skip)
-    assert tok.decode(ids) == "Hi there! 👋"
+    assert tok.decode(ids) == " Hi there! 👋"  # the hidden BOS is the first token: no space dropped
     assert tok.decode(ids, skip_special=False) == "<s> Hi there! 👋<|im_end|>"
 
 
 def test_leading_space_rule(tok):
-    hi = tok.token_id("▁Hi")
+    """llama_detokenize: only the first token's piece loses one leading space."""
+    hi, space = tok.token_id("▁Hi"), tok.token_id("▁")
     assert tok.decode([hi]) == "Hi"
-    assert tok.decode([1, hi]) == "Hi"  # after a BOS that is not printed
+    assert tok.decode([1, hi]) == " Hi"  # the first token is the BOS, printed as nothing
     assert tok.decode([hi, hi]) == "Hi Hi"
+    assert tok.decode([space, space, hi]) == "  Hi"  # one space of three dropped
     continuation = tok.stream(continuation=True)
     assert continuation.feed(hi) == " Hi"  # a generation after its prompt keeps its space
 

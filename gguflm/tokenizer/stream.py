@@ -24,8 +24,12 @@ def complete_prefix(buf: bytes | bytearray) -> int:
 
 class StreamDecoder:
     """Turns a token stream into text; partial characters wait for their remaining bytes.
-    The outputs joined equal `tokenizer.decode(ids, skip_special)`; continuation=True drops no
-    leading space, as when printing a generation after its already printed prompt."""
+
+    The pieces are llama.cpp's token_to_piece, as llama-completion and llama-server print them. With
+    continuation=False the first token loses one leading space where the vocab adds a space prefix
+    (SentencePiece), as llama_detokenize does; a hidden BOS counts as that first token, so "<s>▁Hi"
+    keeps its space. The outputs joined equal `tokenizer.decode(ids, skip_special)` except for the
+    space clean-up decode applies for some BPE vocabs (`tokenizer.clean_spaces`)."""
 
     def __init__(self, tokenizer: Tokenizer, skip_special: bool = True, continuation: bool = False):
         self._tok = tokenizer
@@ -37,9 +41,7 @@ class StreamDecoder:
         """Add one token; return the text that is now complete (often "", never a broken character)."""
         piece = self._tok.token_bytes(token_id, special=self._special)
         if self._strip_space:
-            # SPM added a space in front of the text: drop it from the first token, or from the one
-            # after a leading BOS that is not printed (a printed "<s>" keeps " Hello" as llama.cpp does).
-            self._strip_space = not piece and token_id == self._tok.bos_id
+            self._strip_space = False
             if piece.startswith(b" "):
                 piece = piece[1:]
         if not piece:

@@ -9,20 +9,26 @@ from typing import Any
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import GGUFFile, open_gguf
 from gguflm.tokenizer.bpe import BpeEncoder, decode_byte_chars
-from gguflm.tokenizer.pretokenize import default_add_bos, pre_tokenizer_for
+from gguflm.tokenizer.cleanup import clean_up_spaces
+from gguflm.tokenizer.pretokenize import SUPPORTED, PreTokenizer, pre_tokenizer_for
 from gguflm.tokenizer.spm import SPACE, SpmEncoder
 from gguflm.tokenizer.stream import StreamDecoder
-from gguflm.tokenizer.vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, K, Vocab, load_vocab
+from gguflm.tokenizer.vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, K, Vocab, load_vocab, pre_name
+
+BPE_MODELS = ("gpt2", "gemma4", "whitespace")
 
 _HIDDEN = UNKNOWN | CONTROL  # not printed unless special tokens are asked for
 
 
 class Tokenizer:
-    """Encodes and decodes like llama.cpp's llama_tokenize / llama_detokenize for `llama` and `gpt2` vocabs."""
+    """Encodes and decodes like llama.cpp's llama_tokenize / llama_detokenize for SentencePiece (`llama`)
+    and BPE (`gpt2`, `gemma4`, `whitespace`) vocabs."""
 
-    def __init__(self, vocab: Vocab):
+    def __init__(self, vocab: Vocab, pre: PreTokenizer | None = None):
         self.vocab = vocab
-        self._pre = None if vocab.model == "llama" else pre_tokenizer_for(vocab.pre)
+        if vocab.model != "llama" and pre is None:
+            pre = pre_tokenizer_for(vocab.pre)
+        self._pre = None if vocab.model == "llama" else pre
         self._encoder: SpmEncoder | BpeEncoder | None = None  # built on first encode: decoding never needs it
         self._pieces: dict[int, bytes] = {}  # per instance: decoded text of each token seen so far
 
@@ -43,12 +49,13 @@ class Tokenizer:
 
     @classmethod
     def _from_metadata(cls, md: dict[str, Any], name: str) -> Tokenizer:
-        if md.get(K.MODEL) == "gpt2":
-            defaults = (default_add_bos(md.get(K.PRE) or "default"), False)
-        else:
-            defaults = (True, True)  # SentencePiece: BOS and a leading space by default
+        pre = None
+        defaults = (True, True)  # SentencePiece: BOS and a leading space by default
+        if md.get(K.MODEL) in BPE_MODELS:
+            pre = pre_tokenizer_for(pre_name(md), name)  # warns here, once per load, if it must guess
+            defaults = (pre.add_bos, False)
         try:
-            return cls(load_vocab(md, defaults))
+            return cls(load_vocab(md, defaults, force_bos=pre is not None and pre.family == "gemma4"), pre)
         except GGUFLMError as e:
             raise GGUFLMError(f"{name}: {e}") from None
 
@@ -57,10 +64,6 @@ class Tokenizer:
     @property
     def kind(self) -> str:
         return self.vocab.model
-
-    @property
-    def pre(self) -> str:
-        return self.vocab.pre
 
     @property
     def vocab_size(self) -> int:
@@ -81,6 +84,33 @@ class Tokenizer:
     @property
     def add_bos(self) -> bool:
         return self.vocab.add_bos
+
+    @property
+    def pre_tokenizer_label(self) -> str:
+        """Which split is in use, and why when it is a fallback (for `gguflm info`)."""
+        if self._pre is None:
+            return "none (SentencePiece merges the whole text)"
+        label = self._pre.summary()
+        if self.vocab.pre is None:
+            return f"{label}; the file names none, so llama.cpp's default"
+        if self.vocab.pre not in SUPPORTED:
+            return f"{label}; fallback for the unknown {self.vocab.pre!r}"  # repr: the file's text, escaped
+        return label
+
+    @property
+    def pre(self) -> str | None:
+        """tokenizer.ggml.pre as the file gives it (None when absent)."""
+        return self.vocab.pre
+
+    @property
+    def pre_tokenizer(self) -> PreTokenizer | None:
+        """The split in use for a BPE vocab (an unknown or missing name gets a fallback); None for SPM."""
+        return self._pre
+
+    @property
+    def clean_spaces(self) -> bool:
+        """Whether decode applies llama.cpp's space clean-up (" ," -> ","); streams never do."""
+        return self._pre is not None and self._pre.clean_spaces
 
     def is_special(self, token_id: int) -> bool:
         """Control, unknown or user-defined: matched as a whole by parse_special."""
@@ -144,6 +174,13 @@ class Tokenizer:
             frags = split
         return frags
 
+    def split(self, text: str) -> list[str]:
+        """The pieces a BPE vocab's merges run on for plain text (after llama.cpp's pre-tokenizer split);
+        SentencePiece has no such split, so its text is one piece."""
+        if self._pre is None:
+            return [text] if text else []
+        return self._get_encoder().words(text)
+
     # ---- decode -----------------------------------------------------------------------------
 
     def token_bytes(self, token_id: int, special: bool = True) -> bytes:
@@ -161,9 +198,9 @@ class Tokenizer:
         if attr & (_HIDDEN | USER_DEFINED):
             return text.encode()
         if attr & NORMAL:
-            if self.vocab.model == "llama":
+            if self._pre is None or self._pre.escape_spaces:
                 return text.replace(SPACE, " ").encode()
-            return decode_byte_chars(text)
+            return decode_byte_chars(text) if self._pre.byte_encode else text.encode()
         if attr & BYTE:
             if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
                 try:
@@ -178,9 +215,11 @@ class Tokenizer:
         return self.token_bytes(token_id).decode("utf-8", errors="replace")
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        """Text for ids (llama_detokenize); SPM drops the leading space of the first text token (after BOS)."""
+        """Text for ids, as llama_detokenize gives it: where the vocab adds a space prefix (SPM) the first
+        token loses one leading space, and `clean_spaces` vocabs get llama.cpp's space clean-up."""
         stream = self.stream(skip_special=skip_special)
-        return "".join(stream.feed(t) for t in ids) + stream.flush()
+        text = "".join(stream.feed(t) for t in ids) + stream.flush()
+        return clean_up_spaces(text) if self.clean_spaces else text
 
     def stream(self, skip_special: bool = True, continuation: bool = False) -> StreamDecoder:
         """An incremental decoder; continuation=True for ids that follow already printed ones (no space dropped)."""
@@ -188,7 +227,7 @@ class Tokenizer:
 
     @property
     def strips_leading_space(self) -> bool:
-        """True when decode drops the leading space of the first piece (SPM's add_space_prefix)."""
+        """True when decode drops the leading space of the first token's piece (add_space_prefix)."""
         return self.vocab.add_space_prefix
 
     def _check(self, token_id: int) -> int:

@@ -48,8 +48,8 @@ _ALWAYS_RENDERED = ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>")
 class Vocab:
     """Token texts, scores and attributes plus the special ids and flags llama.cpp derives from them."""
 
-    model: str                       # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
-    pre: str                         # tokenizer.ggml.pre ("default" when absent)
+    model: str                       # "llama" (SentencePiece); "gpt2", "gemma4" or "whitespace" (BPE)
+    pre: str | None                  # tokenizer.ggml.pre (None when absent; "gemma4" for that model)
     texts: list[str]
     scores: list[float]
     attrs: list[int]
@@ -63,6 +63,7 @@ class Vocab:
     add_bos: bool
     add_eos: bool
     add_space_prefix: bool
+    lowercase: bool = False          # tokenizer.ggml.normalizer.lowercase (the whitespace model)
     eog_ids: frozenset[int] = frozenset()
     special_cache: list[int] = field(default_factory=list)  # control/user/unknown ids, longest text first
 
@@ -89,13 +90,23 @@ def _token_id(md: dict[str, Any], key: str, default: int | None, n: int) -> int 
     return value
 
 
-def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool]) -> Vocab:
-    """Build the vocabulary from metadata; pre_defaults is (add_bos, add_space_prefix) for the model."""
+MODELS = ("llama", "gpt2", "gemma4", "whitespace")  # tokenizer.ggml.model values gguflm reads
+_LOWERCASE = "tokenizer.ggml.normalizer.lowercase"
+
+
+def pre_name(md: dict[str, Any]) -> str | None:
+    """tokenizer.ggml.pre as llama.cpp reads it: the gemma4 model always uses its own."""
+    return "gemma4" if md.get(K.MODEL) == "gemma4" else md.get(K.PRE) or None
+
+
+def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool], force_bos: bool = False) -> Vocab:
+    """Build the vocabulary from metadata; pre_defaults is (add_bos, add_space_prefix) for the model, and
+    force_bos adds BOS whatever the file says (llama.cpp's override for gemma4)."""
     model = md.get(K.MODEL)
     if model is None or model in ("none", "no_vocab"):
         raise GGUFLMError(f"the file has no tokenizer ('{K.MODEL}' is missing or none)")
-    if model not in ("llama", "gpt2"):
-        raise GGUFLMError(f"unsupported tokenizer model '{model}' (supported: llama, gpt2)")
+    if model not in MODELS:
+        raise GGUFLMError(f"unsupported tokenizer model '{model}' (supported: {', '.join(MODELS)})")
     texts = md.get(K.LIST)
     if not isinstance(texts, list) or not texts:
         raise GGUFLMError(f"metadata key '{K.LIST}' (the token list) is missing or empty")
@@ -103,8 +114,8 @@ def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool]) -> Vocab:
     scores = _array(md, K.SCORES, n, 0.0)
     types = _array(md, K.TOKEN_TYPE, n, int(gguf.TokenType.NORMAL))
     merges = md.get(K.MERGES) or []
-    if model == "gpt2" and not merges:
-        raise GGUFLMError(f"metadata key '{K.MERGES}' is missing for a gpt2 (BPE) tokenizer")
+    if model != "llama" and not merges:
+        raise GGUFLMError(f"metadata key '{K.MERGES}' is missing for a {model} (BPE) tokenizer")
 
     if "" in texts:
         texts = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(texts)]
@@ -122,14 +133,15 @@ def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool]) -> Vocab:
     add_space_prefix = md.get(K.ADD_PREFIX, add_space_prefix)
     # llama.cpp's defaults: SPM bos=1 eos=2 unk=0; for BPE it guesses 11, which we do not copy.
     vocab = Vocab(
-        model=model, pre=md.get(K.PRE) or "default", texts=texts, scores=scores, attrs=attrs,
+        model=model, pre=pre_name(md), texts=texts, scores=scores, attrs=attrs,
         merges=merges, token_to_id=token_to_id,
         bos_id=_token_id(md, K.BOS_ID, 1 if spm else None, n),
         eos_id=_token_id(md, K.EOS_ID, 2 if spm else None, n),
         eot_id=_token_id(md, K.EOT_ID, None, n),
         eom_id=_token_id(md, K.EOM_ID, None, n),
         unk_id=_token_id(md, K.UNK_ID, 0 if spm else None, n),
-        add_bos=bool(add_bos), add_eos=bool(add_eos), add_space_prefix=bool(add_space_prefix),
+        add_bos=bool(add_bos) or force_bos,
+        add_eos=bool(add_eos), add_space_prefix=bool(add_space_prefix), lowercase=bool(md.get(_LOWERCASE)),
     )
     if vocab.add_bos and vocab.bos_id is None:
         raise GGUFLMError(f"{K.ADD_BOS} is true, but {K.BOS_ID} is not set")
