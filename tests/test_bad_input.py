@@ -183,3 +183,33 @@ def test_file_controlled_text_cannot_forge_output_lines(tmp_path):
     assert result.returncode == 0 and "\x1b" not in result.stdout and "forged" in result.stdout
     assert all(not line.startswith("error") for line in result.stdout.splitlines())
     assert "x\\ny\\x1b[0m" in result.stdout
+
+
+def _vocab_metadata(n=300):
+    from gguflm.synthetic.vocab import spm_tokenizer
+
+    return {key: value for key, (value, _) in spm_tokenizer(n).items()}
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("tokenizer.ggml.tokens", [[1, 2]] * 300, "'tokenizer.ggml.tokens' must be an array of strings"),
+    ("tokenizer.ggml.tokens", list(range(300)), "'tokenizer.ggml.tokens' must be an array of strings"),
+    ("tokenizer.ggml.token_type", [[1]] * 300, "'tokenizer.ggml.token_type' must be an array of integers"),
+    ("tokenizer.ggml.token_type", [1] * 301, "one entry per token (300 tokens, 301 entries)"),
+    ("tokenizer.ggml.scores", ["1.0"] * 300, "'tokenizer.ggml.scores' must be an array of numbers"),
+    ("tokenizer.ggml.merges", "a b", "'tokenizer.ggml.merges' must be an array of strings, not str"),
+    ("tokenizer.ggml.merges", [1, 2], "'tokenizer.ggml.merges' must be an array of strings"),
+    ("tokenizer.ggml.pre", ["llama-bpe"], "'tokenizer.ggml.pre' must be a string, not list"),
+    ("tokenizer.ggml.add_bos_token", "false", "'tokenizer.ggml.add_bos_token' must be a boolean, not str"),
+    ("tokenizer.ggml.bos_token_id", 1.5, "'tokenizer.ggml.bos_token_id' must be an integer, not float"),
+])
+def test_tokenizer_keys_of_the_wrong_type_are_named(key, value, words):
+    from gguflm.tokenizer import Tokenizer
+
+    md = _vocab_metadata()
+    md[key] = value
+    if key in ("tokenizer.ggml.merges", "tokenizer.ggml.pre"):
+        md["tokenizer.ggml.model"] = "gpt2"
+    with pytest.raises(GGUFLMError) as err:
+        Tokenizer._from_metadata(md, "m.gguf")
+    assert words in str(err.value) and str(err.value).startswith("m.gguf: ")

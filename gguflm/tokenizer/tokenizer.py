@@ -13,7 +13,8 @@ from gguflm.tokenizer.cleanup import clean_up_spaces
 from gguflm.tokenizer.pretokenize import SUPPORTED, PreTokenizer, pre_tokenizer_for
 from gguflm.tokenizer.spm import SPACE, SpmEncoder
 from gguflm.tokenizer.stream import StreamDecoder
-from gguflm.tokenizer.vocab import BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, K, Vocab, load_vocab, pre_name
+from gguflm.tokenizer.vocab import (BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED, K, Vocab, check_types, load_vocab,
+                                    pre_name)
 
 BPE_MODELS = ("gpt2", "gemma4", "whitespace")
 
@@ -51,10 +52,11 @@ class Tokenizer:
     def _from_metadata(cls, md: dict[str, Any], name: str) -> Tokenizer:
         pre = None
         defaults = (True, True)  # SentencePiece: BOS and a leading space by default
-        if md.get(K.MODEL) in BPE_MODELS:
-            pre = pre_tokenizer_for(pre_name(md), name)  # warns here, once per load, if it must guess
-            defaults = (pre.add_bos, False)
         try:
+            check_types(md)
+            if md.get(K.MODEL) in BPE_MODELS:
+                pre = pre_tokenizer_for(pre_name(md), name)  # warns here, once per load, if it must guess
+                defaults = (pre.add_bos, False)
             return cls(load_vocab(md, defaults, force_bos=pre is not None and pre.family == "gemma4"), pre)
         except GGUFLMError as e:
             raise GGUFLMError(f"{name}: {e}") from None

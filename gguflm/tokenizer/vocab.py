@@ -76,9 +76,40 @@ def _array(md: dict[str, Any], key: str, n: int, default: Any) -> list:
     value = md.get(key)
     if value is None:
         return [default] * n
-    if not isinstance(value, list) or len(value) < n:
-        raise GGUFLMError(f"metadata key '{key}' must be an array with one entry per token")
+    if len(value) != n:
+        raise GGUFLMError(f"metadata key '{key}' must be an array with one entry per token ({n} tokens, "
+                          f"{len(value)} entries)")
     return value
+
+
+# What each tokenizer key must hold: (the type of the value, or of every element when `each`), as a name.
+_NUMBER, _INT = (int, float), int
+_KINDS: dict[str, tuple[type | tuple, bool, str]] = {
+    K.MODEL: (str, False, "a string"), K.PRE: (str, False, "a string"),
+    K.LIST: (str, True, "an array of strings"), K.MERGES: (str, True, "an array of strings"),
+    K.SCORES: (_NUMBER, True, "an array of numbers"), K.TOKEN_TYPE: (_INT, True, "an array of integers"),
+    K.ADD_BOS: (bool, False, "a boolean"), K.ADD_EOS: (bool, False, "a boolean"),
+    K.ADD_PREFIX: (bool, False, "a boolean"), "tokenizer.ggml.normalizer.lowercase": (bool, False, "a boolean"),
+    **{key: (_INT, False, "an integer") for key in (K.BOS_ID, K.EOS_ID, K.EOT_ID, K.EOM_ID, K.UNK_ID,
+                                                    K.FIM_PAD_ID, K.FIM_REP_ID, K.FIM_SEP_ID)},
+}
+
+
+def _is(value: Any, kind: type | tuple) -> bool:
+    """isinstance, where a bool is not an integer or a number (the file said boolean)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def check_types(md: dict[str, Any]) -> None:
+    """Every tokenizer key the file has holds the GGUF type llama.cpp reads it as, or a GGUFLMError names it."""
+    for key, (kind, each, what) in _KINDS.items():
+        if key not in md:
+            continue
+        value = md[key]
+        ok = isinstance(value, list) and all(_is(v, kind) for v in value) if each else _is(value, kind)
+        if not ok:
+            raise GGUFLMError(f"metadata key '{key}' must be {what}, not {type(value).__name__}"
+                              + (" (or it holds other values)" if isinstance(value, list) else ""))
 
 
 def _token_id(md: dict[str, Any], key: str, default: int | None, n: int) -> int | None:
@@ -101,14 +132,14 @@ def pre_name(md: dict[str, Any]) -> str | None:
 
 def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool], force_bos: bool = False) -> Vocab:
     """Build the vocabulary from metadata; pre_defaults is (add_bos, add_space_prefix) for the model, and
-    force_bos adds BOS whatever the file says (llama.cpp's override for gemma4)."""
+    force_bos adds BOS whatever the file says (llama.cpp's override for gemma4); md passed check_types."""
     model = md.get(K.MODEL)
     if model is None or model in ("none", "no_vocab"):
         raise GGUFLMError(f"the file has no tokenizer ('{K.MODEL}' is missing or none)")
     if model not in MODELS:
         raise GGUFLMError(f"unsupported tokenizer model '{model}' (supported: {', '.join(MODELS)})")
     texts = md.get(K.LIST)
-    if not isinstance(texts, list) or not texts:
+    if not texts:
         raise GGUFLMError(f"metadata key '{K.LIST}' (the token list) is missing or empty")
     n = len(texts)
     scores = _array(md, K.SCORES, n, 0.0)
