@@ -109,9 +109,14 @@ def gemm_config(m: int, n: int, k: int) -> dict:
 # ---------------------------------------------------------------------------- attention, norms, rope
 
 
-def attention_config(n_kv: int, max_ctx: int, num_sms: int) -> tuple[int, int]:
-    """(BLOCK_T, NUM_SPLITS): about two programs per SM, never more slices than BLOCK_T rows."""
-    block_t = 64
+def attention_config(n_kv: int, max_ctx: int, num_sms: int, cache_bytes: int) -> tuple[int, int]:
+    """(BLOCK_T, NUM_SPLITS) for a cache of `cache_bytes` per element: about two programs per SM,
+    never more slices than BLOCK_T rows.
+
+    A K/V tile holds 128 bytes of each head dimension: 64 rows of a 16-bit cache, 32 of an fp32
+    one (64 fp32 rows at head size 128 need 255 registers and spill 768 bytes with triton 3.6).
+    """
+    block_t = 128 // cache_bytes
     splits = max(1, min(triton.cdiv(2 * num_sms, n_kv), triton.cdiv(max_ctx, block_t)))
     return block_t, splits
 
