@@ -149,6 +149,10 @@ ATTN_CASES = [(4, 128, "fp16"), (8, 64, "bf16"), (1, 128, "fp32"), (4, 128, "fp3
 
 @pytest.fixture(scope="module")
 def compiled():
+    from importlib.metadata import version
+
+    if tuple(int(x) for x in version("triton").split(".")[:2]) < (3, 6):
+        pytest.skip(f"the offline sm_90 compile needs triton 3.6+ (its ASTSource), this is {version('triton')}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
