@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(chosen):
             now = time.time()
             share = max(0.0, end - now) * weights[name] / max(1, sum(weights[s] for s in chosen[i:]))
-            step = run_step_child(name, args, now + share, min(now + share, end) + GRACE_S, log)
+            if now < end or not weights[name]:
+                step = run_step_child(name, args, now + share, min(now + share, end) + GRACE_S, log)
+            else:
+                step = Step(name, TITLES[name], status="skipped", summary="not run: the budget was spent")
             report.steps.append(step)
             report.total_s = time.time() - start
             report.write(args.out)

@@ -22,9 +22,11 @@ TESTDATA_MODELS = (("stories260K", "models/stories260K.gguf"),
 def correctness(s: Step, ctx: Context) -> None:
     from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
     from gguflm.synthetic.shapes import synthetic_model
+
     dev = ctx.device()
-    if ctx.dry:  # the interpreter runs a kernel launch in about 0.1 s: one small layer
-        models = [("synthetic 1-layer Q8_0", write_synthetic_gguf(ctx.workdir / "dry-correctness.gguf", SyntheticSpec(**DRY_SPEC)))]
+    if ctx.dry:  # the interpreter takes about 0.1 s a kernel launch: one small layer
+        path = write_synthetic_gguf(ctx.workdir / "dry-correctness.gguf", SyntheticSpec(**DRY_SPEC))
+        models = [("synthetic 1-layer Q8_0", path)]
     else:
         models = [("synthetic tiny Q8_0", synthetic_model("tiny", ctx.workdir, "Q8_0"))]
         for name, rel in TESTDATA_MODELS:

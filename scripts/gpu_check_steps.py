@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -98,18 +99,25 @@ def tests(s: Step, ctx: Context) -> None:
     if util.find_spec("xdist") and not ctx.dry:
         cmd += ["-n", str(min(8, os.cpu_count() or 1))]  # compiles in parallel
     if util.find_spec("pytest_timeout"):
-        cmd += ["--timeout", "300"]  # a hung test fails alone
+        cmd += ["--timeout", "120"]  # a hung test fails alone
     cmd += ["tests/test_kernel_rmsnorm.py", "-k", "dtype0"] if ctx.dry else ["tests"]  # a dry run: the plumbing
     env = dict(os.environ)
     if ctx.args.testdata:
         env["GGUFLM_TESTDATA"] = str(ctx.args.testdata)
     s.data["command"] = " ".join(["python", *cmd[1:]])
     with open(ctx.args.out / "tests.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,  # Ctrl-C even where
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # it was ignored
         try:
-            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=max(10.0, ctx.left())).returncode
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"pytest did not finish within {max(10.0, ctx.left()):.0f} s (its output: tests.log)") from None
+            code = proc.wait(timeout=max(10.0, ctx.left()))
+        except subprocess.TimeoutExpired:  # Ctrl-C: pytest stops and still writes what it ran
+            proc.send_signal(signal.SIGINT)
+            s.trimmed("pytest was interrupted at the step's deadline; the tests it finished are counted")
+            try:
+                code = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
     if not junit.exists():
         raise RuntimeError(f"pytest exited with code {code} and wrote no results (its output: tests.log)")
     counts, failures, skips = _junit(junit)
@@ -119,7 +127,7 @@ def tests(s: Step, ctx: Context) -> None:
         s.problem(f)
     if len(failures) > 20:
         s.problem(f"... and {len(failures) - 20} more (tests.log)")
-    if code not in (0, 1) or counts["passed"] == 0:
+    if code not in (0, 1, 2 if s.data.get("trimmed") else 0) or counts["passed"] == 0:
         s.problem(f"pytest exited with code {code}" + ("" if counts["passed"] else " and no test passed"))
     s.markdown += [f"`{s.data['command']}` (output: tests.log)", "", "| result | tests |", "|---|---:|"]
     s.markdown += [f"| {k} | {n} |" for k, n in counts.items()]
