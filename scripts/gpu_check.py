@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,10 +72,12 @@ def run_step_child(name: str, args: argparse.Namespace, deadline: float, hard_st
     log.write(f"\n===== step {name}: {deadline - time.time():.0f} s to its deadline\n")
     log.flush()
     started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     try:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                              timeout=max(1.0, hard_stop - time.time())).returncode
-    except subprocess.TimeoutExpired:
+        code = proc.wait(timeout=max(1.0, hard_stop - time.time()))
+    except subprocess.TimeoutExpired:  # the step and what it started (pytest and its workers): none outlives it
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         code = None
     if result.exists():
         return Step(**json.loads(result.read_text()))
