@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -241,8 +242,10 @@ def _cannot_run(qtype: str, ctx: Context, dev, backend: str) -> str | None:
 
     import gguflm
 
+    probe = ctx.workdir / "probe"
+    shutil.rmtree(probe, ignore_errors=True)  # written by this build's synthetic writer, never an older one
     try:
-        path = synthetic_model("tiny", ctx.workdir / "probe", qtype)
+        path = synthetic_model("tiny", probe, qtype)
     except (GGUFLMError, ValueError, KeyError, NotImplementedError) as e:
         return f"the synthetic writer cannot make {qtype} files ({e})"
     types = {t.tensor_type.name for t in open_gguf(path).tensors.values() if len(t.shape) == 2}
