@@ -122,7 +122,7 @@ def attention_decode(q: torch.Tensor, k_cache: CacheLayer | torch.Tensor, v_cach
         raise ValueError(f"out must be {tuple(q.shape)} with unit last stride")
     group = n_head // n_kv
     scale = (1.0 / math.sqrt(hd)) if sm_scale is None else sm_scale
-    block_t, splits = attention_config(n_kv, max_ctx, num_sms(q.device))
+    block_t, splits = attention_config(n_kv, max_ctx, num_sms(q.device), (k_layer.kind.name, v_layer.kind.name))
     splits = splits if num_splits is None else num_splits
     acc = torch.empty((splits, n_head, hd), device=q.device, dtype=torch.float32)
     ml = torch.empty((splits, n_head, 2), device=q.device, dtype=torch.float32)

@@ -109,9 +109,15 @@ def gemm_config(m: int, n: int, k: int) -> dict:
 # ---------------------------------------------------------------------------- attention, norms, rope
 
 
-def attention_config(n_kv: int, max_ctx: int, num_sms: int) -> tuple[int, int]:
-    """(BLOCK_T, NUM_SPLITS): about two programs per SM, never more slices than BLOCK_T rows."""
-    block_t = 64
+# Rows of a K/V tile by cache type (gguflm.kv_cache names). 64 rows of an fp32 cache (ieee dot) need 255
+# registers and spill 768 bytes with triton 3.6 at head size 128; 64 q8_0 rows spill 8 bytes at head size 64.
+ATTENTION_TILE_ROWS = {"f16": 64, "bf16": 64, "q4_0": 64, "f32": 32, "q8_0": 32}
+
+
+def attention_config(n_kv: int, max_ctx: int, num_sms: int, kinds: tuple[str, ...]) -> tuple[int, int]:
+    """(BLOCK_T, NUM_SPLITS) for K and V caches of these types: the fewer tile rows of the two; about
+    two programs per SM, never more slices than BLOCK_T rows."""
+    block_t = min(ATTENTION_TILE_ROWS[k] for k in kinds)
     splits = max(1, min(triton.cdiv(2 * num_sms, n_kv), triton.cdiv(max_ctx, block_t)))
     return block_t, splits
 

@@ -8,7 +8,7 @@ from gguflm.sampling import SamplingParams
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
 from reference_loop import greedy_ids
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")]
 
 GREEDY = SamplingParams.greedy_params()
 PROMPT = [1, 17, 42, 99, 7, 200, 31]

@@ -17,18 +17,19 @@ def spm_tokenizer(n_vocab: int) -> dict:
     """tokenizer.ggml.* metadata for `write_synthetic_gguf`: <unk> <s> </s>, 256 byte tokens, pieces, fillers.
 
     Ids 0-2 are unk/bos/eos as llama.cpp's SentencePiece defaults; n_vocab must be at least 300.
+    Every token text is distinct: llama.cpp maps text -> id and refuses a vocabulary that repeats one.
     """
     if n_vocab < 300:
         raise ValueError(f"a synthetic SentencePiece vocabulary needs at least 300 tokens, not {n_vocab}")
     texts = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     types = [TT.UNKNOWN, TT.CONTROL, TT.CONTROL] + [TT.BYTE] * 256
     pieces = ["▁", *string.ascii_lowercase, *(f"▁{c}" for c in string.ascii_lowercase), *(f"▁{w}" for w in WORDS)]
-    for piece in pieces:
+    for piece in dict.fromkeys(pieces):  # once each: "▁a" is a letter and a word
         if len(texts) < n_vocab:
             texts.append(piece)
             types.append(TT.NORMAL)
     while len(texts) < n_vocab:
-        texts.append(f"▁w{len(texts)}")
+        texts.append(f"▁w{len(texts)}")  # its own id: no piece above is "▁w" and digits
         types.append(TT.NORMAL)
     # longer pieces score higher, so merges prefer whole words
     scores = [0.0] * 259 + [float(len(t)) - i * 1e-3 for i, t in enumerate(texts[259:])]
