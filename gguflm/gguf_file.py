@@ -8,6 +8,7 @@ well under a second. It uses gguf-py's constants (value types, quant sizes) and 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,16 @@ class _Parser:
 def open_gguf(path: str | os.PathLike) -> GGUFFile:
     """Memory-map and validate a GGUF file; any malformed input raises GGUFLMError."""
     path = Path(path)
-    if not path.is_file():
-        raise GGUFLMError(f"{path}: no such file")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise GGUFLMError(f"{path}: no such file") from None
+    except OSError as e:  # a symlink loop, a permission, a name too long
+        raise GGUFLMError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise GGUFLMError(f"{path} is a directory, not a GGUF file")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would be read forever or never
+        raise GGUFLMError(f"{path} is not a regular file (a pipe or a device), so it cannot be a GGUF file")
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:

@@ -213,3 +213,18 @@ def test_tokenizer_keys_of_the_wrong_type_are_named(key, value, words):
     with pytest.raises(GGUFLMError) as err:
         Tokenizer._from_metadata(md, "m.gguf")
     assert words in str(err.value) and str(err.value).startswith("m.gguf: ")
+
+
+def test_what_is_not_a_regular_file_is_named_for_what_it_is(tmp_path):
+    import os
+
+    fifo, loop = tmp_path / "fifo", tmp_path / "loop"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    cases = {tmp_path: "is a directory", fifo: "is not a regular file", loop: "cannot read the file",
+             tmp_path / "nope.gguf": "no such file"}
+    if os.path.exists("/dev/zero"):
+        cases[__import__("pathlib").Path("/dev/zero")] = "is not a regular file"
+    for path, words in cases.items():
+        with pytest.raises(GGUFLMError, match=words):
+            open_gguf(path)
