@@ -175,7 +175,7 @@ def open_gguf(path: str | os.PathLike) -> GGUFFile:
     """Memory-map and validate a GGUF file; any malformed input raises GGUFLMError."""
     path = Path(path)
     if not path.is_file():
-        raise GGUFLMError(f"{path}: no such file")
+        raise GGUFLMError(f"{path} is a directory, not a GGUF file" if path.is_dir() else f"{path}: no such file")
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
