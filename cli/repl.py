@@ -379,6 +379,21 @@ def trim_history(path: Path, keep: int) -> None:
             kept.store_string(entry)
 
 
+def _prompt_output():
+    """Where the prompt is drawn: the terminal on stdout, else stderr (stdout is a file or a pipe).
+
+    Set as prompt_toolkit's session output rather than passed in, so that TERM=dumb still gets
+    its plain prompt."""
+    from contextlib import nullcontext
+
+    if sys.stdout.isatty():
+        return nullcontext()
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.output import create_output
+
+    return create_app_session(output=create_output(stdout=sys.stderr))
+
+
 def make_prompt(history: bool = True) -> tuple[Callable[[str], str], Callable[[str], str], Callable[[str], None]]:
     """prompt_toolkit prompts: (the message prompt, with history and completion; the prompt for a
     block's further lines, without; a function that stores a whole block in the history).
@@ -402,15 +417,11 @@ def make_prompt(history: bool = True) -> tuple[Callable[[str], str], Callable[[s
         else:
             event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
 
-    output = None
-    if not sys.stdout.isatty():
-        from prompt_toolkit.output import create_output
-
-        output = create_output(stdout=sys.stderr)
     store = make_history(history)
-    session = PromptSession(history=store, key_bindings=bindings, completer=make_completer(),
-                            complete_while_typing=False, output=output)
-    block = PromptSession(key_bindings=bindings, output=output)
+    with _prompt_output():  # the sessions take their output when made
+        session = PromptSession(history=store, key_bindings=bindings, completer=make_completer(),
+                                complete_while_typing=False)
+        block = PromptSession(key_bindings=bindings)
 
     def remember(text: str) -> None:
         strings = store.get_strings()
