@@ -113,10 +113,11 @@ def timings(load_seconds: float, first_token: float | None, t) -> str:
     """One line: load time, time to first token since the process started, prompt and generation
     speed, and why generation stopped."""
     ttft = f"first token {first_token:.2f} s after start" if first_token is not None else "no token"
+    reason = "Ctrl-C" if t.finish_reason in ("", "interrupted") else t.finish_reason  # "interrupted" follows alone
     return (
         f"load {load_seconds:.2f} s · {ttft} · prompt {t.prompt_tokens} tok ({t.prefilled_tokens} prefilled), "
         f"{t.prefill_tok_s:.1f} tok/s · generated {t.generated_tokens} tok, {t.decode_tok_s:.1f} tok/s · "
-        f"stopped by {t.finish_reason or 'interrupt'}"
+        f"stopped by {reason}"
     )
 
 
