@@ -121,7 +121,7 @@ class ModelOptions:
 
 
 DEMO_NOTICE = ("no model given: using the bundled demo model stories260K (it only writes tiny stories; "
-               "give a GGUF file, e.g. `gguflm run model.gguf`, to run a real one)")
+               "give a GGUF file as MODEL to run a real one)")
 
 # parameter -> (its option, the SamplingParams field it sets); the defaults are llama.cpp's
 SAMPLING_OPTIONS = {
@@ -170,6 +170,17 @@ def option_groups(command: Callable) -> Callable:
 def max_tokens(n_predict: int, ctx: int) -> int:
     """-1 (or any negative) means: until end of generation or the context is full."""
     return ctx if n_predict < 0 else n_predict
+
+
+def read_text_file(path: str | Path, what: str = "the file") -> str:
+    """A UTF-8 text file's contents, or one GGUFLMError naming `what` and the path."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GGUFLMError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise GGUFLMError(f"{what} {str(path)!r} is not UTF-8 text") from None
 
 
 # ---------------------------------------------------------------- loading

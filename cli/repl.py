@@ -217,13 +217,9 @@ class Repl:
     def _read(self, arg: str) -> None:
         if not arg:
             raise GGUFLMError("/read needs a file name")
-        path = Path(arg).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise GGUFLMError(f"cannot read {arg!r}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise GGUFLMError(f"{arg!r} is not UTF-8 text") from None
+        from gguflm.cli.options import read_text_file
+
+        text = read_text_file(arg, "the message file")
         if not text.strip():
             raise GGUFLMError(f"{arg!r} is empty")
         self.reply(lambda: self.session.send(text.rstrip("\n")))

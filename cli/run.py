@@ -19,12 +19,7 @@ def read_prompt(prompt: str | None, file: Path | None) -> str:
     if prompt is not None and file is not None:
         raise GGUFLMError("give the prompt once: with -p or with -f, not both")
     if file is not None:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as e:
-            raise GGUFLMError(f"cannot read the prompt file {str(file)!r}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise GGUFLMError(f"the prompt file {str(file)!r} is not UTF-8 text") from None
+        text = o.read_text_file(file, "the prompt file")
     elif prompt is not None and prompt != "-":
         return prompt
     elif prompt is None and sys.stdin.isatty():
