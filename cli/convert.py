@@ -27,7 +27,7 @@ def convert(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be written, write nothing."),
     verify: bool = typer.Option(False, "--verify", help="Run the result with gguflm and transformers (float32, CPU) and compare logits and greedy tokens."),
     pre: str = typer.Option(None, "--pre", help="Force tokenizer.ggml.pre (BPE pre-tokenizer name)."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite the output file if it exists."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
 ) -> None:
     """Convert a Llama / Mistral / Qwen2 / Qwen3 checkpoint to GGUF (streaming, one tensor at a time)."""
     from gguflm.convert import convert_checkpoint, default_output, make_plan

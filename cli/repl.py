@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
@@ -254,12 +255,13 @@ class Repl:
         interrupted = False
         while True:
             try:
-                line = prompt("> ")
-                if opens_block(line):
-                    line = read_block(line, lambda: more("... "))
-                    remember(f"{FENCE}{line}{FENCE}")  # the whole block, one history entry
-                elif line.lstrip().startswith(FENCE):  # a closed block on one line (or from history)
-                    line = read_block(line, lambda: more("... "))
+                with ctrl_c_is_a_key():
+                    line = prompt("> ")
+                    if opens_block(line):
+                        line = read_block(line, lambda: more("... "))
+                        remember(f"{FENCE}{line}{FENCE}")  # the whole block, one history entry
+                    elif line.lstrip().startswith(FENCE):  # a closed block on one line (or from history)
+                        line = read_block(line, lambda: more("... "))
             except KeyboardInterrupt:
                 if interrupted:
                     return
@@ -271,6 +273,35 @@ class Repl:
             interrupted = False
             if line.strip() and not self.handle(line):
                 return
+
+
+@contextmanager
+def ctrl_c_is_a_key(stream: TextIO | None = None):
+    """While the prompt is up, Ctrl-C reaches it as a key (the terminal's ISIG off), not as SIGINT.
+
+    prompt_toolkit reads Ctrl-C as a key once it runs; a SIGINT landing while it is still being set
+    up would raise wherever Python happens to be, and be lost when that is a destructor. With ISIG
+    off from the start, that Ctrl-C waits in the input for the prompt. Replies get SIGINT as usual.
+    """
+    stream = stream or sys.stdin
+    try:
+        import termios
+    except ImportError:  # not Unix: prompt_toolkit's own handling only
+        yield
+        return
+    try:
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError, AttributeError):  # not a terminal
+        yield
+        return
+    changed = list(saved)
+    changed[3] &= ~termios.ISIG  # lflag
+    termios.tcsetattr(fd, termios.TCSANOW, changed)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def read_block(first: str, more: Callable[[], str]) -> str:

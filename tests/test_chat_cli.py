@@ -88,11 +88,8 @@ def test_a_terminal_session_with_every_command(stories260k, tmp_path):
     turn(child, "And then?")
     assert len(saved(child, tmp_path / "f.json")) == 9
 
-    # Ctrl-C at an empty prompt asks first; Ctrl-D leaves. A typed key echoing back shows the prompt
-    # reads keys (so Ctrl-C is a key, not a signal); the first Ctrl-C clears it, the second asks.
-    child.send("x")
-    child.expect_exact("x")
-    child.sendintr()
+    # Ctrl-C at an empty prompt asks first (even one sent while the prompt is still being set up);
+    # Ctrl-D leaves.
     child.sendintr()
     child.expect("Ctrl-C again")
     child.expect_exact("> ")
@@ -274,3 +271,29 @@ def test_a_redirected_stdout_gets_no_prompt_redraws(stories260k, tmp_path):
     log = out.read_text(encoding="utf-8")
     assert "\x1b" not in log and "zebra" not in log and "> " not in log  # replies and notes only
     assert re.search(r"context \d+/2048", log) and "/help for commands" in log
+
+
+def test_ctrl_c_waiting_at_the_prompt_is_a_key_not_a_signal(tmp_path):
+    """Between replies Ctrl-C must reach the prompt as a key (it is read once the prompt runs), not as a
+    SIGINT that could land while the prompt is being set up; outside that, it is a signal again."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import signal, sys\n"
+        "from gguflm.cli.repl import ctrl_c_is_a_key\n"
+        "signal.signal(signal.SIGINT, lambda *a: print('SIGINT', flush=True))\n"
+        "with ctrl_c_is_a_key():\n"
+        "    print('READY', flush=True)\n"
+        "    print('READ', repr(sys.stdin.readline()), flush=True)\n"
+        "print('AFTER', flush=True)\n"
+        "sys.stdin.readline()\n", encoding="utf-8")
+    child = pexpect.spawn(sys.executable, [str(script)], env=env_for(tmp_path), encoding="utf-8", timeout=60)
+    child.expect_exact("READY")
+    child.sendintr()
+    child.sendline("")
+    child.expect(r"READ '(.*)'\r")
+    assert child.match.group(1) == "\\x03\\n"  # the Ctrl-C arrived as the character it is
+    child.expect_exact("AFTER")
+    child.sendintr()
+    child.expect_exact("SIGINT")  # the terminal's own Ctrl-C handling is back
+    child.sendline("")
+    child.expect(pexpect.EOF)
