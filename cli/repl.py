@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
-from gguflm.chat.session import ChatSession
+from gguflm.chat.session import _SETTINGS, ChatSession
 from gguflm.chat.thinking import ThinkingSplitter
 from gguflm.errors import GGUFLMError
 
@@ -323,7 +323,7 @@ HISTORY_ENTRIES = 1000  # the history file keeps this many inputs, the newest
 
 COMMANDS = ("/help", "/exit", "/clear", "/system", "/regen", "/save", "/load", "/set", "/stats", "/show", "/read")
 SHOW = ("template", "system")
-SETTINGS = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "seed", "max_tokens")
+SETTINGS = tuple(_SETTINGS)  # the names /set takes
 
 
 def make_completer():
