@@ -8,37 +8,41 @@ from typing import Annotated
 import typer
 
 from gguflm.cli import options as o
-from gguflm.sampling import SamplingParams
+from gguflm.sampling_params import SamplingParams
 
 
 @o.option_groups
 def chat(
     *,
     opts: o.ModelOptions,
+    n_predict: o.NPredictChat = -1,
     hide_thinking: Annotated[
         bool, typer.Option("--hide-thinking", help="Do not show a reasoning model's <think> part.")
     ] = False,
+    no_history: Annotated[
+        bool,
+        typer.Option("--no-history", envvar="GGUFLM_NOHISTORY",
+                     help="Keep no input history on disk (default: ~/.local/share/gguflm/history)."),
+    ] = False,
     sampling: SamplingParams,
 ) -> None:
-    """Chat with a model; /help lists the commands.
+    """Chat with a model (default: the bundled demo model); /help lists the commands.
 
-    From a pipe, each stdin line is a message (or a /command) and stdout gets one reply per message, without thinking.
+    From a pipe, each stdin line is a message (or a /command) and stdout gets one reply line per message, without thinking.
     """
     from gguflm.chat.session import ChatSession
     from gguflm.cli.repl import Repl
 
-    loaded, seconds = o.load_model(opts.model, opts.device)
-    template = o.chat_template(loaded, opts.chat_template)
+    loaded, seconds = o.load_model(opts)
+    template = o.chat_template(loaded, opts)
     engine = o.make_engine(loaded, opts)
-    session = ChatSession(engine, template, system=opts.system, sampling=sampling, max_tokens=opts.n_predict)
+    session = ChatSession(engine, template, system=opts.system, sampling=sampling, max_tokens=n_predict)
     interactive = sys.stdin.isatty()
-    repl = Repl(session, hide_thinking=hide_thinking, interactive=interactive)
-    if engine.context_message:
-        print(engine.context_message, file=sys.stderr)
+    repl = Repl(session, hide_thinking=hide_thinking, interactive=interactive, history=not no_history)
     if not interactive:
         repl.run_lines(sys.stdin)
         return
-    repl.info(f"{opts.model.name} on {loaded.device} · loaded in {seconds:.1f} s · {engine.cache_summary}")
+    repl.info(f"{opts.path()[0].name} on {loaded.device} · loaded in {seconds:.1f} s · {engine.cache_summary}")
     repl.run_terminal()
 
 

@@ -1,32 +1,74 @@
-"""The `gguflm` typer app: each command module registers one thin command."""
+"""The `gguflm` typer app: each command module registers one thin command.
+
+Start-up stays light: this module and the command modules import neither torch nor triton (nor
+gguf's numpy-backed reader); each command imports what it needs when it runs, so `--help`, an
+option error and `--version` answer at once.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
+from typing import Annotated, Optional
 
 import typer
 
+from gguflm.cli.options import PROCESS_START  # noqa: F401  (read now: the timings count from here)
 from gguflm.errors import GGUFLMError, printable
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: instant, and flags read as flags with every typer
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Run GGUF language models on NVIDIA GPUs (and, slowly, on the CPU).",
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from gguflm import __version__
+
+        typer.echo(f"gguflm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Run GGUF language models on NVIDIA GPUs (and, slowly, on the CPU)."""
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Run GGUF language models on NVIDIA GPUs (and, slowly, on the CPU).
+
+    With no model, `run` and `chat` use a tiny bundled demo model (stories260K).
+    """
 
 
 def _register() -> None:
-    # Each command module registers its own command; importing them here keeps `import gguflm.cli.main` light.
-    from gguflm.cli import bench, chat, info, convert, run, tokenize
+    # Each command module registers its own command; they import their heavy parts only when run.
+    from gguflm.cli import bench, chat, convert, info, run, tokenize
 
     for module in (info, convert, tokenize, run, chat, bench):
         module.register(app)
+    for command in app.registered_commands:
+        command.callback = _interruptible(command.callback)
+
+
+def _interruptible(command):
+    """Ctrl-C inside a command: one "interrupted" line and exit code 130, whatever typer's version does."""
+
+    @functools.wraps(command)  # typer reads the options from the wrapped signature
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
 
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -35,7 +77,8 @@ def _out_of_memory(e: BaseException) -> bool:
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1."""
+    """Console entry point: user errors become one line on stderr and exit code 1; Ctrl-C one
+    "interrupted" line and exit code 130."""
     _register()
     try:
         app()
@@ -47,7 +90,7 @@ def main() -> None:
             raise
         print("error: out of memory: the model or its context does not fit (try a smaller --ctx)", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before or after a command runs
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 

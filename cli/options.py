@@ -1,10 +1,14 @@
-"""Typed options shared by `gguflm run` and `gguflm chat`, and the few helpers both call."""
+"""Typed options shared by `gguflm run` and `gguflm chat`, and the few helpers both call.
+
+Nothing here imports torch: `--help` and every option error are answered before it loads.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 import typing
@@ -15,37 +19,70 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplingParams
+from gguflm.sampling_params import SamplingParams, problem
 
 # ---------------------------------------------------------------- options
 
 DEFAULTS = SamplingParams()  # llama.cpp's sampling defaults, the commands' option defaults
+RUN_N_PREDICT = 256  # `run`'s default -n: a model that never ends its text still stops
 
-ModelPath = Annotated[Path, typer.Option("--model", "-m", help="A GGUF model file.", show_default=False)]
+ModelArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="A GGUF model file (default: the bundled demo model, stories260K).", show_default=False,
+                   metavar="MODEL"),
+]
+ModelPath = Annotated[
+    Optional[Path], typer.Option("--model", "-m", help="The model file, as an option.", show_default=False)
+]
 Ctx = Annotated[
     Optional[int],
     typer.Option(
         "--ctx", "-c", help="Context size in tokens (default: the model's, capped on the CPU).", show_default=False
     ),
 ]
+
+
 def _n_predict(value: int) -> int:
     if value == 0:  # checked while parsing, before any model is loaded
         raise GGUFLMError("--n-predict must be positive, or -1 for no limit")
     return value
 
 
-NPredict = Annotated[
-    int,
-    typer.Option("--n-predict", "-n", callback=_n_predict,
-                 help="Most tokens to generate; -1: until end of generation or context full."),
-]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: random).", show_default=False)]
-Temp = Annotated[float, typer.Option("--temp", help="Temperature; 0 is greedy.")]
-TopK = Annotated[int, typer.Option("--top-k", help="Keep the k likeliest tokens; 0: off.")]
-TopP = Annotated[float, typer.Option("--top-p", help="Keep the smallest set with this much probability; 1: off.")]
-MinP = Annotated[float, typer.Option("--min-p", help="Drop tokens below min-p times the top probability; 0: off.")]
-RepeatPenalty = Annotated[float, typer.Option("--repeat-penalty", help="Penalty on recently seen tokens; 1: off.")]
-RepeatLastN = Annotated[int, typer.Option("--repeat-last-n", help="How many recent tokens the penalty looks at.")]
+def n_predict_option(default_help: str) -> typer.models.OptionInfo:
+    return typer.Option("--n-predict", "-n", callback=_n_predict, help=f"Most tokens to generate; {default_help}")
+
+
+NPredictRun = Annotated[int, n_predict_option("-1: until end of generation or the context is full.")]
+NPredictChat = Annotated[int, n_predict_option("-1: until the model ends its turn or the context is full.")]
+
+
+def _checked(field: str, flag: str) -> Callable:
+    """A parse-time check of one sampling option, naming the flag in its error."""
+
+    def check(value):
+        found = problem(field, value, flag)
+        if found:
+            raise GGUFLMError(found)
+        return value
+
+    return check
+
+
+def _sampling_option(flag: str, field: str, help: str, **kw) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=help, callback=_checked(field, flag), **kw)
+
+
+Seed = Annotated[Optional[int], _sampling_option("--seed", "seed", "Sampling seed (default: random).",
+                                                  show_default=False)]
+Temp = Annotated[float, _sampling_option("--temp", "temperature", "Temperature; 0 is greedy.")]
+TopK = Annotated[int, _sampling_option("--top-k", "top_k", "Keep the k likeliest tokens; 0: off.")]
+TopP = Annotated[float, _sampling_option("--top-p", "top_p", "Keep the smallest set with this much probability; 1: off.")]
+MinP = Annotated[float, _sampling_option("--min-p", "min_p",
+                                         "Drop tokens below min-p times the top probability; 0: off.")]
+RepeatPenalty = Annotated[float, _sampling_option("--repeat-penalty", "repeat_penalty",
+                                                  "Penalty on recently seen tokens; 1: off.")]
+RepeatLastN = Annotated[int, _sampling_option("--repeat-last-n", "repeat_last_n",
+                                              "How many recent tokens the penalty looks at.")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 ChatTemplateOpt = Annotated[
     Optional[str],
@@ -76,11 +113,11 @@ CacheTypeV = Annotated[Optional[str], typer.Option(
 
 @dataclass
 class ModelOptions:
-    """The options `run` and `chat` share: which model, where, and how much to generate."""
+    """The options `run` and `chat` share: which model, where, and with what context."""
 
-    model: ModelPath
+    model_file: ModelArg = None
+    model: ModelPath = None
     ctx: Ctx = None
-    n_predict: NPredict = -1
     system: System = None
     chat_template: ChatTemplateOpt = None
     device: Device = "auto"
@@ -88,6 +125,20 @@ class ModelOptions:
     cache_type_k: CacheTypeK = None
     cache_type_v: CacheTypeV = None
 
+    def path(self) -> tuple[Path, bool]:
+        """The model file and whether it is the bundled demo model (when neither MODEL nor -m is given)."""
+        if self.model is not None and self.model_file is not None:
+            raise GGUFLMError("give the model once: as MODEL or with -m, not both")
+        chosen = self.model if self.model is not None else self.model_file
+        if chosen is not None:
+            return chosen, False
+        from gguflm.data import DEMO_MODEL
+
+        return DEMO_MODEL, True
+
+
+DEMO_NOTICE = ("no model given: using the bundled demo model stories260K (it only writes tiny stories; "
+               "give a GGUF file as MODEL to run a real one)")
 
 # parameter -> (its option, the SamplingParams field it sets); the defaults are llama.cpp's
 SAMPLING_OPTIONS = {
@@ -102,7 +153,7 @@ def option_groups(command: Callable) -> Callable:
 
     A parameter `opts: ModelOptions` becomes that dataclass's options; a parameter `sampling`
     becomes the sampling options (--temp ... --seed). The command receives each group as one
-    object (invalid sampling values raise GGUFLMError before anything is loaded).
+    object (invalid sampling values raise GGUFLMError while parsing, before anything is loaded).
     """
     kind = inspect.Parameter.KEYWORD_ONLY
     groups: dict[str, Callable[[dict], object]] = {}  # parameter -> builds it from the parsed options
@@ -138,6 +189,17 @@ def max_tokens(n_predict: int, ctx: int) -> int:
     return ctx if n_predict < 0 else n_predict
 
 
+def read_text_file(path: str | Path, what: str = "the file") -> str:
+    """A UTF-8 text file's contents, or one GGUFLMError naming `what` and the path."""
+    path = Path(path).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise GGUFLMError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise GGUFLMError(f"{what} {str(path)!r} is not UTF-8 text") from None
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -152,25 +214,70 @@ def status(message: str):
     return Console(stderr=True).status(message, spinner="dots")
 
 
-def load_model(path: Path, device: str):
-    """Load a model under a spinner; returns (model, seconds taken)."""
-    import gguflm
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
+
+def load_model(opts: ModelOptions, quiet: bool = False):
+    """Load the chosen model (saying so when it is the demo one) under a spinner; returns (model, seconds)."""
+    path, demo = opts.path()
+    if demo and not quiet:
+        print(DEMO_NOTICE, file=sys.stderr)
     started = time.perf_counter()
     with status(f"loading {path.name}"):
-        model = gguflm.load(path, device=device)
+        import gguflm
+
+        model = gguflm.load(path, device=opts.device)
         model.tokenizer  # built here, under the spinner, not at the first prompt
     return model, time.perf_counter() - started
 
 
-def make_engine(model, opts: ModelOptions):
-    """The model's engine: CUDA graphs on a GPU unless --no-graph, the KV cache types asked for."""
-    return model.new_engine(opts.ctx, graphs=False if opts.no_graph else None, cache_type_k=opts.cache_type_k,
-                            cache_type_v=opts.cache_type_v)
+def make_engine(model, opts: ModelOptions, quiet: bool = False):
+    """The model's engine (CUDA graphs on a GPU unless --no-graph, the KV cache types asked for), with a warning for a context
+    longer than the model was trained for (llama.cpp warns too: quality falls apart past it)."""
+    trained = model.config.n_ctx_train
+    if opts.ctx is not None and opts.ctx > trained and not quiet:
+        warn(f"--ctx {opts.ctx} is more than the {trained} tokens the model was trained for: "
+             "text past that point is likely to degrade")
+    engine = model.new_engine(opts.ctx, graphs=False if opts.no_graph else None, cache_type_k=opts.cache_type_k,
+                              cache_type_v=opts.cache_type_v)
+    if engine.context_message and not quiet:
+        print(engine.context_message, file=sys.stderr)
+    return engine
 
 
-def chat_template(model, option: str | None):
-    """The template named by --chat-template, else the model's own."""
+def chat_template(model, opts: ModelOptions):
+    """The template named by --chat-template, else the model's own (ChatML for the demo model, which has none)."""
     from gguflm.chat.template import ChatTemplate
 
+    option = opts.chat_template
+    if option is None and opts.path()[1]:
+        option = "chatml"
     return ChatTemplate.for_model(model, option)
+
+
+# ---------------------------------------------------------------- time since the process started
+
+
+def _process_start() -> float:
+    """When this process started, on the CLOCK_BOOTTIME clock (Linux, 10 ms ticks); else now."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22, starttime, after "pid (comm) "
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _now()
+
+
+def _now() -> float:
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None else time.monotonic()
+
+
+PROCESS_START = _process_start()  # read once at import, which the console script does first
+
+
+def since_start() -> float:
+    """Seconds since the process started (interpreter start-up and every import included)."""
+    return _now() - PROCESS_START

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from gguflm.errors import GGUFLMError
-from gguflm.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from gguflm.tokenizer import Tokenizer
 
 
 def _write(data: bytes) -> None:
@@ -41,16 +43,35 @@ def _jsonl(tok: Tokenizer, add_special: bool, parse_special: bool) -> None:
 
 
 def tokenize(
-    text: Optional[str] = typer.Argument(None, help="The text to tokenize (omit with --jsonl).", show_default=False),
-    model: Path = typer.Option(..., "--model", "-m", help="A GGUF file (vocab-only files work).", show_default=False),
+    first: Annotated[Optional[str], typer.Argument(help="The GGUF file (vocab-only files work); with -m, the TEXT.",
+                                                   show_default=False, metavar="MODEL")] = None,
+    second: Annotated[Optional[str], typer.Argument(help="The text (default: stdin, one trailing newline dropped).",
+                                                    show_default=False, metavar="TEXT")] = None,
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model file, as an option.",
+                                         show_default=False),
     no_bos: bool = typer.Option(False, "--no-bos", help="Do not add BOS/EOS even if the model asks for them."),
     parse_special: bool = typer.Option(False, "--parse-special", help="Match control tokens such as <|im_start|>."),
     ids: bool = typer.Option(False, "--ids", help="Print only the list of ids."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Read a JSON string per stdin line, write an id array per line."),
 ) -> None:
-    """Print each token of TEXT as `id -> 'piece'`, the way llama-tokenize does."""
-    if jsonl == (text is not None):
-        raise GGUFLMError("give either TEXT or --jsonl (with the texts on stdin), not both or neither")
+    """Print each token of TEXT as `id -> 'piece'`, the way llama-tokenize does (TEXT from stdin when omitted)."""
+    from gguflm.tokenizer import Tokenizer
+
+    if model is None:
+        if first is None:
+            raise GGUFLMError("give the model file: gguflm tokenize MODEL [TEXT] (or -m MODEL)")
+        model, text = Path(first), second
+    elif second is not None:
+        raise GGUFLMError("with -m, give just TEXT (quote it if it has spaces)")
+    else:
+        text = first
+    if jsonl and text is not None:
+        raise GGUFLMError("give either TEXT or --jsonl (with the texts on stdin), not both")
+    if not jsonl and text is None:
+        if sys.stdin.isatty():
+            raise GGUFLMError("give the TEXT to tokenize, or pipe it in")
+        text = sys.stdin.read()
+        text = text[:-1] if text.endswith("\n") else text  # what `echo` adds, as `run` reads a prompt
     tok = Tokenizer.from_file(model)
     add_special = not no_bos
     if jsonl:

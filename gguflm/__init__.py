@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gguflm.errors import GGUFLMError
+from gguflm.sampling_params import SamplingParams  # torch-free: the CLI checks options with it
 
 if TYPE_CHECKING:
     from gguflm.model import Model, load
-    from gguflm.sampling import SamplingParams
 
 __version__ = "0.1.0"
 __all__ = ["GGUFLMError", "Model", "SamplingParams", "load"]
 
-_LAZY = {"Model": "gguflm.model", "load": "gguflm.model", "SamplingParams": "gguflm.sampling"}
+_LAZY = {"Model": "gguflm.model", "load": "gguflm.model"}
 
 
 def __getattr__(name: str):
@@ -23,3 +23,8 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gguflm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded ones included (for completion in a REPL)."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -134,6 +134,9 @@ def load(
     dev = resolve_device(device)
     name = resolve_backend(backend, dev)
     gf = open_gguf(path)
+    if not gf.tensors:
+        raise GGUFLMError(f"{gf.path} holds a vocabulary only, no weights: it can be tokenized "
+                          "(gguflm tokenize) but not run")
     config = ModelConfig.from_gguf(gf)
     weights = load_weights(gf, config, dev, progress)
     return Model(gf, config, weights, make_backend(name, config, weights), cache_type_k, cache_type_v)

@@ -8,56 +8,13 @@ each value of those gets a graph of its own (`cuda_graph.GraphKey`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
-from gguflm.errors import GGUFLMError
+from gguflm.sampling_params import GREEDY, SamplingParams
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """llama.cpp's defaults; temperature <= 0 means greedy."""
-
-    temperature: float = 0.8
-    top_k: int = 40  # 0: off
-    top_p: float = 0.95  # 1.0: off
-    min_p: float = 0.05  # 0.0: off
-    repeat_penalty: float = 1.0  # 1.0: off
-    repeat_last_n: int = 64
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or not 0.0 <= self.min_p <= 1.0:
-            raise GGUFLMError("sampling needs top_k >= 0, 0 < top_p <= 1 and 0 <= min_p <= 1")
-        if self.repeat_penalty <= 0 or self.repeat_last_n < 0:
-            raise GGUFLMError("sampling needs repeat_penalty > 0 and repeat_last_n >= 0")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise GGUFLMError(f"seed {self.seed} is out of range (0 to 2^63 - 1)")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-    @property
-    def argmax_only(self) -> bool:
-        """Greedy with the penalty off: an argmax, no sort, no random draw."""
-        return self.greedy and self.repeat_penalty == 1.0
-
-    @property
-    def penalty_window(self) -> int:
-        """How many recent tokens the penalty reads: 0 when it is off."""
-        return 0 if self.repeat_penalty == 1.0 else self.repeat_last_n
-
-    @classmethod
-    def greedy_params(cls) -> "SamplingParams":
-        return GREEDY
-
-    def with_(self, **changes) -> "SamplingParams":
-        return replace(self, **changes)
-
-
-GREEDY = SamplingParams(temperature=0.0)  # the API's default: generation without sampling params is greedy
+__all__ = ["GREEDY", "SamplerTensors", "SamplingParams", "apply_repeat_penalty", "pick", "sample", "seed_generator"]
 
 
 @dataclass

@@ -73,3 +73,26 @@ def test_history_lives_under_xdg_data_home(monkeypatch, tmp_path):
     assert history_path() == tmp_path / "gguflm" / "history"
     monkeypatch.delenv("XDG_DATA_HOME")
     assert history_path().parts[-4:] == (".local", "share", "gguflm", "history")
+
+
+def test_the_history_file_keeps_only_the_newest_entries(monkeypatch, tmp_path):
+    from prompt_toolkit.history import FileHistory
+
+    from gguflm.cli.repl import HISTORY_ENTRIES, make_history, trim_history
+
+    path = tmp_path / "history"
+    old = FileHistory(str(path))
+    for n in range(30):
+        old.store_string(f"message {n}\nwith a second line" if n % 7 == 0 else f"message {n}")
+    trim_history(path, 25)
+    kept = list(reversed(list(FileHistory(str(path)).load_history_strings())))
+    assert kept[0] == "message 5" and kept[-1] == "message 29" and len(kept) == 25
+    assert "message 28\nwith a second line" in kept  # multi-line entries survive whole
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the chat's own file is trimmed when it starts
+    own = history_path()
+    own.parent.mkdir(parents=True)
+    big = FileHistory(str(own))
+    for n in range(HISTORY_ENTRIES + 3):
+        big.store_string(f"m{n}")
+    make_history(True)
+    assert len(list(FileHistory(str(own)).load_history_strings())) == HISTORY_ENTRIES

@@ -101,3 +101,12 @@ def test_console_entry_point_has_the_command(model):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"[{4 + 256 + 4}]\n"
+
+
+def test_model_as_first_argument_and_text_from_stdin(run, model):
+    by_option = run("-m", model, "--ids", "Hi Hi")
+    assert by_option.exit_code == 0, by_option.output
+    assert run(model, "Hi Hi", "--ids").output == by_option.output
+    assert run(model, "--ids", stdin="Hi Hi\n").output == by_option.output  # echo's newline dropped
+    assert run("-m", model, "--ids", stdin="Hi Hi").output == by_option.output
+    assert "with -m, give just TEXT" in str(run("-m", model, "Hi", "Hi").exception)

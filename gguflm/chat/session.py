@@ -56,6 +56,7 @@ class ChatSession:
         self.notices: list[str] = []  # for the user, drained by the front end after each call
         self.last_prompt = ""  # the rendered text of the last prompt
         self._replies = 0  # with a fixed seed, reply k samples with seed + k (so /regen differs)
+        self.replied = False  # a reply since the conversation began (or was cleared or loaded)
         if system:
             self.set_system(system)
 
@@ -121,6 +122,7 @@ class ChatSession:
                 yield piece
         finally:  # interrupted or not, what was said stays in the conversation
             self.messages.append({"role": "assistant", "content": "".join(parts)})
+            self.replied = True
             self._after_reply()
 
     def _after_reply(self) -> None:
@@ -178,6 +180,7 @@ class ChatSession:
     def clear(self) -> None:
         """A new conversation with the same system prompt (the cached system prefix stays useful)."""
         self.messages = self.messages[:1] if self.system is not None else []
+        self.replied = False
 
     def set_system(self, text: str) -> None:
         """Replace the system prompt (an empty text removes it); the rest of the conversation stays."""
@@ -232,12 +235,23 @@ class ChatSession:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise GGUFLMError(f"{str(path)!r} is not a JSON conversation: {e}") from None
         self.messages = check_messages(data, str(path))
+        self.replied = False
         return len(self.messages)
 
     # ---------------------------------------------------------------- numbers
 
+    def context_used(self) -> int:
+        """Tokens the conversation takes: the cache after a reply, else its messages rendered."""
+        if self.replied:
+            return len(self.engine.tokens)
+        if not self.messages:
+            return 0
+        return len(encode_rendered(self.tokenizer, self.render(add_generation_prompt=False)))
+
     def stats_line(self) -> str:
         """One line about the last reply: prompt and reply speed, and how full the context is."""
+        if not self.replied:
+            return f"no reply yet in this conversation · context {self.context_used()}/{self.engine.ctx}"
         t = self.engine.stats.last
         return (
             f"prompt {t.prompt_tokens} tok ({t.prefilled_tokens} new, {t.prefill_tok_s:.0f} tok/s) · "

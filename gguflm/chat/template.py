@@ -79,6 +79,25 @@ class ChatTemplate:
         except _TEMPLATE_FAILURES as e:
             raise GGUFLMError(f"{self._label} failed: {_describe(e)}") from None
 
+    def default_system(self) -> str:
+        """The system prompt the template writes when the conversation has none ("" when none), e.g.
+        Qwen2.5's "You are Qwen...": found by rendering a user message with and without a system one."""
+        user, system = "GGUFLMUSERMARK", "GGUFLMSYSTEMMARK"
+        try:
+            alone = self.render([{"role": "user", "content": user}], add_generation_prompt=False)
+            both = self.render([{"role": "system", "content": system}, {"role": "user", "content": user}],
+                               add_generation_prompt=False)
+        except GGUFLMError:  # a template that refuses one of the two layouts injects nothing we can find
+            return ""
+        if system not in both or user not in alone or user not in both:
+            return ""
+        before, after = both.split(system, 1)
+        between = after[: after.index(user)]  # from the end of the system text to the user's text
+        head = alone[: alone.index(user)]
+        if not head.startswith(before) or not head.endswith(between) or len(head) < len(before) + len(between):
+            return ""
+        return head[len(before) : len(head) - len(between)]
+
     @classmethod
     def for_model(cls, model, option: str | None = None) -> "ChatTemplate":
         """The template a loaded model chats with: `option` (a built-in name or a .jinja file, as

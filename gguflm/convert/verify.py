@@ -10,6 +10,9 @@ import torch
 from gguflm.errors import GGUFLMError
 
 PROMPT = "The quick brown fox jumps over the lazy dog."
+# The largest max |logit diff| a conversion passes with, in units of the std of transformers' logits
+# (so the bound does not depend on the model's logit scale); the rounding of each type sets it.
+THRESHOLDS = {"f32": 1e-4, "f16": 5e-3, "bf16": 4e-2, "q8_0": 1e-1}
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class VerifyReport:
     gguf_tokens: list[int]
     hf_tokens: list[int] | None
     max_abs_diff: float | None
+    logit_std: float | None = None  # of transformers' logits: the scale the thresholds are in
 
     @property
     def greedy_match(self) -> bool | None:
@@ -31,6 +35,19 @@ class VerifyReport:
         agree = "agree" if self.greedy_match else "DIFFER"
         return (f"max |logit diff| vs transformers = {self.max_abs_diff:.4g}; greedy tokens {agree} "
                 f"(gguflm {self.gguf_tokens}, transformers {self.hf_tokens})")
+
+    def verdict(self, outtype: str) -> tuple[str, bool]:
+        """One line stating the threshold for `outtype` and whether the conversion met it."""
+        if self.max_abs_diff is None or not self.logit_std:
+            return "verify: no verdict (transformers is not installed; the file ran in gguflm)", True
+        limit = THRESHOLDS.get(outtype)
+        rel = self.max_abs_diff / self.logit_std
+        if limit is None:
+            return f"verify: no threshold for {outtype}: max |logit diff| = {rel:.3g} x std of the logits", True
+        passed = rel <= limit and bool(self.greedy_match)
+        return (f"verify: {'PASS' if passed else 'FAIL'}: max |logit diff| = {rel:.3g} x std of the logits "
+                f"({'within' if rel <= limit else 'over'} the {limit:g} allowed for {outtype}), greedy tokens "
+                f"{'agree' if self.greedy_match else 'differ'}"), passed
 
 
 def verify_conversion(gguf_path: Path, hf_dir: Path, *, n_new: int = 8, device: str = "cpu") -> VerifyReport:
@@ -51,7 +68,7 @@ def verify_conversion(gguf_path: Path, hf_dir: Path, *, n_new: int = 8, device: 
             nxt = int(hf(torch.tensor([seq])).logits[0, -1].argmax())
             hf_tokens.append(nxt)
             seq.append(nxt)
-    return VerifyReport(ids, tokens, hf_tokens, float((logits - ref).abs().max()))
+    return VerifyReport(ids, tokens, hf_tokens, float((logits - ref).abs().max()), float(ref.std()))
 
 
 def _prompt_ids(hf_dir: Path, n_vocab: int | None) -> list[int]:

@@ -4,17 +4,23 @@ A format knows its block geometry (from gguf-py's `GGML_QUANT_SIZES`), how the l
 its file bytes into device buffers (`pack`), the reference dequantizer of those buffers
 (bit-exact against `gguf.quants`), and which kernel family runs it (`kernel`). The loader, the
 backends and the kernels all dispatch through `get(ggml_type)`; a new format is one module here.
+
+Importing the registry does not import torch (`gguflm info` reads it at once): a format module
+imports torch inside the methods that need it, and names its element type (`dtype_name`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gguf
-import torch
 
 from gguflm.errors import GGUFLMError
 from gguflm.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 QT = gguf.GGMLQuantizationType
 
@@ -29,7 +35,15 @@ class QuantFormat:
 
     ggml_type: QT
     kernel: str  # the kernel family that reads the packed buffers: "dense", "q8_0", ...
-    torch_dtype: torch.dtype | None = None  # dense formats: the element type they hold
+    dtype_name: str | None = None  # dense formats: the torch element type they hold ("float16", ...)
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        if self.dtype_name is None:
+            return None
+        import torch
+
+        return getattr(torch, self.dtype_name)
 
     @property
     def name(self) -> str:
@@ -49,8 +63,8 @@ class QuantFormat:
     def pack(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def dequantize(self, parts: tuple[torch.Tensor, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, K) in `dtype` from packed buffers, computed as ggml computes it."""
+    def dequantize(self, parts: tuple[torch.Tensor, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(N, K) in `dtype` (default float32) from packed buffers, computed as ggml computes it."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -81,7 +95,12 @@ class PackedWeight:
         """The rows at `index` (a slice or an index tensor: an embedding lookup), still packed."""
         return PackedWeight(self.fmt, tuple(p[index] for p in self.parts), self.k)
 
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(N, K) in `dtype` (default float32)."""
+        if dtype is None:
+            import torch
+
+            dtype = torch.float32
         return self.fmt.dequantize(self.parts, dtype)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from gguflm.quants import QT, QuantFormat, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Q8_0Format(QuantFormat):
@@ -17,6 +20,8 @@ class Q8_0Format(QuantFormat):
     kernel = "q8_0"
 
     def pack(self, raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch
+
         n_rows, row_bytes = raw.shape
         n_blocks = row_bytes // self.type_size
         blocks = raw.view(n_rows, n_blocks, self.type_size)  # (N, K/32, 34)
@@ -24,11 +29,13 @@ class Q8_0Format(QuantFormat):
         qs = blocks[:, :, 2:].contiguous().view(torch.int8).view(n_rows, n_blocks * self.block_size)
         return qs, d
 
-    def dequantize(self, parts: tuple[torch.Tensor, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def dequantize(self, parts: tuple[torch.Tensor, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
+        import torch
+
         qs, d = parts
         n_rows, k = qs.shape
         blocks = qs.view(n_rows, k // self.block_size, self.block_size).to(torch.float32)
-        return (blocks * d.to(torch.float32).unsqueeze(-1)).view(n_rows, k).to(dtype)
+        return (blocks * d.to(torch.float32).unsqueeze(-1)).view(n_rows, k).to(dtype or torch.float32)
 
 
 Q8_0 = register(Q8_0Format())
