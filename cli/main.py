@@ -7,7 +7,9 @@ option error and `--version` answer at once.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -71,6 +73,9 @@ def _interruptible(command):
     return wrapper
 
 
+_WRITE_FAILURES = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)
+
+
 def _out_of_memory(e: BaseException) -> bool:
     torch = sys.modules.get("torch")  # torch is loaded by then if the error came from it
     return isinstance(e, MemoryError) or (torch is not None and isinstance(e, torch.OutOfMemoryError))
@@ -93,6 +98,13 @@ def main() -> None:
     except KeyboardInterrupt:  # before or after a command runs
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _WRITE_FAILURES:
+            raise
+        # stdout is full or broken (a full disk, a lost terminal): say so once, and drop what is still buffered
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from gguflm.errors import GGUFLMError
 # field -> (test of a valid value, what a valid value is): one table for the API, the CLI and /set
 CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
     "temperature": (math.isfinite, "a finite number (0 or less is greedy)"),
-    "top_k": (lambda v: v >= 0, "0 (off) or more"),
+    "top_k": (lambda v: 0 <= v < 2**31, "0 (off) or more, below 2^31"),
     "top_p": (lambda v: 0.0 < v <= 1.0, "above 0 and at most 1 (1 is off)"),
     "min_p": (lambda v: 0.0 <= v <= 1.0, "from 0 (off) to 1"),
     "repeat_penalty": (lambda v: 0.0 < v < math.inf, "a finite number above 0 (1 is off)"),
-    "repeat_last_n": (lambda v: v >= 0, "0 or more"),
+    "repeat_last_n": (lambda v: 0 <= v < 2**31, "0 or more, below 2^31"),
     "seed": (lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1"),
 }
 

@@ -228,3 +228,25 @@ def test_what_is_not_a_regular_file_is_named_for_what_it_is(tmp_path):
     for path, words in cases.items():
         with pytest.raises(GGUFLMError, match=words):
             open_gguf(path)
+
+
+def test_cli_bad_arguments_and_outputs_get_one_clear_line(stories260k, tmp_path):
+    import os
+
+    def one_line(result, words):
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and words in result.stderr, result.stderr
+
+    model = str(stories260k)
+    bad = b"\xff\xfe once".decode("utf-8", "surrogateescape")  # argv bytes that are not UTF-8
+    one_line(run_cli("run", model, "-p", bad, "-n", "2"), "the text is not valid UTF-8")
+    one_line(subprocess.run([sys.executable, "-m", "gguflm.cli.main", "tokenize", model, "--jsonl"],
+                            input='"\\ud800"\n', capture_output=True, text=True), "the text is not valid UTF-8")
+    one_line(run_cli("run", model, "-p", "x", "--top-k", str(2**70)), "--top-k must be 0 (off) or more")
+    one_line(run_cli("run", model, "-p", "x", "--temp", "nan"), "--temp must be a finite number")
+    if os.path.exists("/dev/full"):  # stdout on a full disk
+        for args in (("info", model), ("run", model, "-p", "hi", "-n", "2", "-q"), ("tokenize", model, "hello")):
+            with open("/dev/full", "w") as full:
+                result = subprocess.run([sys.executable, "-m", "gguflm.cli.main", *args], stdout=full,
+                                        stderr=subprocess.PIPE, text=True)
+            one_line(result, "cannot write the output: No space left on device")

@@ -130,6 +130,10 @@ class Tokenizer:
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         """Token ids for text; add_special adds BOS/EOS as the model asks, parse_special matches control tokens."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates: undecodable bytes from argv or stdin, or a "\ud800"
+            raise GGUFLMError(f"the text is not valid UTF-8 (character {e.start} is {text[e.start]!r})") from None
         v = self.vocab
         out: list[int] = []
         if add_special and v.add_bos:
