@@ -32,6 +32,20 @@ def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -
     return out if bias is None else out + bias
 
 
+def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`linear` with each row of x (B, K) multiplied as a (1, K) product of its own: bit for bit what
+    `linear` gives that row alone, whatever the other rows (a matmul's summation order depends on its
+    M). The weight is still expanded once per block of rows and read by every row from there."""
+    x = x.float()
+    b, (n, k) = x.shape[0], w.shape
+    step = n if w.fmt.torch_dtype == torch.float32 else max(1, EXPAND_BYTES // (4 * k))
+    out = torch.empty((b, n), dtype=torch.float32, device=x.device)
+    for a in range(0, n, step):
+        part = w.dequantize() if step >= n else w.rows(slice(a, a + step)).dequantize()  # (n', K)
+        out[:, a : a + step] = torch.bmm(x[:, None, :], part.t().expand(b, k, part.shape[0]))[:, 0]
+    return out if bias is None else out + bias
+
+
 def embed(w: PackedWeight, tokens: torch.Tensor) -> torch.Tensor:
     """Rows of the embedding table: (T,) -> (T, dim) fp32."""
     return w.rows(tokens).dequantize()

@@ -1,4 +1,5 @@
-"""Token sampling as llama.cpp chains it: penalties, top-k, top-p, min-p, temperature, then a seeded draw.
+"""Token sampling as llama.cpp chains it: penalties (repeat, frequency, presence), top-k, top-p, min-p,
+temperature, then a seeded draw.
 
 Every step is a tensor op on the logits' device with the parameters as tensors, so a caller
 can run it without a host sync, and inside a CUDA graph. There temperature, top-p, min-p and the
@@ -26,12 +27,16 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1.0: off
     repeat_last_n: int = 64
     seed: int | None = None
+    frequency_penalty: float = 0.0  # subtracted once per occurrence in the window; 0.0: off
+    presence_penalty: float = 0.0  # subtracted once per token present in the window; 0.0: off
 
     def __post_init__(self) -> None:
         if self.top_k < 0 or not 0.0 < self.top_p <= 1.0 or not 0.0 <= self.min_p <= 1.0:
             raise GGUFLMError("sampling needs top_k >= 0, 0 < top_p <= 1 and 0 <= min_p <= 1")
         if self.repeat_penalty <= 0 or self.repeat_last_n < 0:
             raise GGUFLMError("sampling needs repeat_penalty > 0 and repeat_last_n >= 0")
+        if not (abs(self.frequency_penalty) <= 2.0 and abs(self.presence_penalty) <= 2.0):  # NaN fails too
+            raise GGUFLMError("sampling needs frequency_penalty and presence_penalty between -2 and 2")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise GGUFLMError(f"seed {self.seed} is out of range (0 to 2^63 - 1)")
 
@@ -40,14 +45,18 @@ class SamplingParams:
         return self.temperature <= 0
 
     @property
+    def penalized(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+
+    @property
     def argmax_only(self) -> bool:
-        """Greedy with the penalty off: an argmax, no sort, no random draw."""
-        return self.greedy and self.repeat_penalty == 1.0
+        """Greedy with the penalties off: an argmax, no sort, no random draw."""
+        return self.greedy and not self.penalized
 
     @property
     def penalty_window(self) -> int:
-        """How many recent tokens the penalty reads: 0 when it is off."""
-        return 0 if self.repeat_penalty == 1.0 else self.repeat_last_n
+        """How many recent tokens the penalties read: 0 when they are off."""
+        return self.repeat_last_n if self.penalized else 0
 
     @classmethod
     def greedy_params(cls) -> "SamplingParams":
@@ -69,6 +78,8 @@ class SamplerTensors:
     top_p: torch.Tensor
     min_p: torch.Tensor
     repeat_penalty: torch.Tensor
+    frequency_penalty: torch.Tensor
+    presence_penalty: torch.Tensor
 
     @classmethod
     def from_params(cls, p: SamplingParams, device: str | torch.device) -> "SamplerTensors":
@@ -76,11 +87,13 @@ class SamplerTensors:
             return torch.tensor(float(x), dtype=torch.float32, device=device)
 
         top_k = torch.tensor(p.top_k, dtype=torch.long, device=device)
-        return cls(f32(p.temperature), top_k, f32(p.top_p), f32(p.min_p), f32(p.repeat_penalty))
+        return cls(f32(p.temperature), top_k, f32(p.top_p), f32(p.min_p), f32(p.repeat_penalty),
+                   f32(p.frequency_penalty), f32(p.presence_penalty))
 
     def copy_from(self, p: SamplingParams) -> None:
         """Update in place (no re-allocation, so a captured graph sees the new values)."""
-        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
+        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty",
+                     "presence_penalty"):
             getattr(self, name).fill_(getattr(p, name))
 
 
@@ -93,6 +106,25 @@ def seed_generator(gen: torch.Generator, seed: int | None) -> torch.Generator:
     return gen
 
 
+@dataclass
+class Sampler:
+    """One sequence's sampling: its parameters, their tensors and its own generator, seeded once, so a
+    seeded request draws the same tokens whatever else runs beside it."""
+
+    params: SamplingParams
+    tensors: SamplerTensors
+    generator: torch.Generator
+
+    @classmethod
+    def new(cls, params: SamplingParams, device: str | torch.device) -> "Sampler":
+        generator = seed_generator(torch.Generator(device=device), params.seed)
+        return cls(params, SamplerTensors.from_params(params, device), generator)
+
+    def pick(self, logits: torch.Tensor, tokens: list[int]) -> int:
+        """One token id from logits (n_vocab,), the penalties reading the end of `tokens`."""
+        return pick(logits, self.params, self.tensors, tokens, self.generator)
+
+
 def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: list[int], gen: torch.Generator) -> int:
     """One token id from logits (n_vocab,) with the penalty reading the end of `tokens` (one host sync)."""
     if p.argmax_only:
@@ -102,12 +134,15 @@ def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: lis
     return int(sample(logits, t, history, gen, top_k=p.top_k))
 
 
-def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """Penalize each distinct token in `history` (R,) long, -1 = empty slot) once, as llama.cpp does."""
+def apply_penalties(logits: torch.Tensor, history: torch.Tensor, t: SamplerTensors) -> torch.Tensor:
+    """llama.cpp's penalties over the tokens in `history` ((R,) long, -1 = empty slot): the repeat penalty
+    once per distinct token, then count * frequency_penalty + presence_penalty subtracted."""
     valid = history >= 0
     counts = torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
-    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(counts > 0, penalized, logits)
+    seen = counts > 0
+    penalty = t.repeat_penalty
+    logits = torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+    return logits - counts * t.frequency_penalty - seen.to(logits.dtype) * t.presence_penalty
 
 
 def sample(
@@ -122,7 +157,7 @@ def sample(
     `top_k` > 0 (a fixed value, e.g. baked into a CUDA graph) ranks only that many candidates with
     torch.topk instead of sorting the whole vocabulary; t.top_k must then not exceed it.
     """
-    logits = apply_repeat_penalty(logits.float(), history, t.repeat_penalty)
+    logits = apply_penalties(logits.float(), history, t)
     greedy = logits.argmax().reshape(1)
 
     if 0 < top_k < logits.shape[0]:
