@@ -23,9 +23,9 @@ def _root() -> None:
 
 def _register() -> None:
     # Each command module registers its own command; importing them here keeps `import gguflm.cli.main` light.
-    from gguflm.cli import bench, chat, info, convert, run, tokenize
+    from gguflm.cli import bench, chat, info, convert, run, serve, tokenize
 
-    for module in (info, convert, tokenize, run, chat, bench):
+    for module in (info, convert, tokenize, run, chat, bench, serve):
         module.register(app)
 
 
