@@ -36,6 +36,7 @@ from gguflm.server.slots import SlotManager
 from gguflm.server.worker import Worker
 
 MAX_BODY = 16 << 20  # bytes of a request body; a larger one is refused (413)
+DRAIN_MAX = 4 * MAX_BODY  # a larger body is read (and dropped) up to here, so the client gets to read the 413
 FINGERPRINT = f"gguflm-{__version__}"
 
 
@@ -141,17 +142,21 @@ async def events(queue: asyncio.Queue, seq: Sequence, worker: Worker) -> AsyncIt
 
 async def read_json(request: Request) -> dict:
     """The body as a JSON object, refusing bodies over MAX_BODY (413) and anything that is not JSON (400)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise _too_large()
-    body = bytearray()
+    declared = request.headers.get("content-length", "")
+    too_large = declared.isdigit() and int(declared) > MAX_BODY
+    body, seen = bytearray(), 0
     try:
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise _too_large()
+            seen += len(chunk)
+            too_large = too_large or seen > MAX_BODY
+            if not too_large:
+                body += chunk
+            elif seen > DRAIN_MAX:
+                break
     except ClientDisconnect:
         raise APIError(400, "the client went away before the request body was complete") from None
+    if too_large:
+        raise _too_large()
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

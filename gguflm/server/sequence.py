@@ -82,8 +82,8 @@ class Sequence:
             self.first_token_at = time.perf_counter()
         if self.n_logprobs is not None:
             self._pending.append(self._logprob(token, logits))
-        if token in self.stop_ids:
-            return self._finish("stop", self._decoder.flush())
+        if token in self.stop_ids:  # end of generation: not shown
+            return self._finish("stop", "")
         text, hit = self._stops.feed(self._decoder.feed(token))
         if hit:
             return self._finish("stop", text, flushed=True)
