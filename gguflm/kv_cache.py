@@ -87,6 +87,15 @@ class CacheLayer:
         self.data.index_copy_(1, positions, q)
         self.scale.index_copy_(1, positions, d)
 
+    def write_rows(self, slots: torch.Tensor, positions: torch.Tensor, x: torch.Tensor) -> None:
+        """A pooled layer: store row b of x (B, n_kv, head_dim) at positions[b] of slot slots[b]."""
+        if not self.kind.quantized:
+            self.data[slots, :, positions] = x.to(self.data.dtype)
+            return
+        q, d = ops.quantize_q8_0(x) if self.kind.name == "q8_0" else ops.quantize_q4_0(x)
+        self.data[slots, :, positions] = q
+        self.scale[slots, :, positions] = d
+
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) dequantized: (n_kv, stop - start, head_dim) fp32."""
         data = self.data[:, start:stop]

@@ -151,10 +151,16 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     (None: everything). Returns (T, n_heads * hd).
     """
     t, n_heads, hd = q.shape
-    group = n_heads // keys.shape[0]
+    n_kv = keys.shape[0]
+    group = n_heads // n_kv
+    scale = 1.0 / math.sqrt(hd) if scale is None else scale
+    if t == 1:  # one query (decode): the grouped heads share their K/V without copies, the softmax written out
+        scores = torch.bmm(q.float().reshape(n_kv, group, hd), keys.float().transpose(1, 2)) * scale  # (n_kv, g, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.bmm(torch.softmax(scores, dim=-1), values.float()).reshape(1, n_heads * hd)
     keys = keys.float().repeat_interleave(group, dim=0)  # (n_heads, S, hd)
     values = values.float().repeat_interleave(group, dim=0)
-    scale = 1.0 / math.sqrt(hd) if scale is None else scale
     out = F.scaled_dot_product_attention(q.float().transpose(0, 1), keys, values, attn_mask=mask, scale=scale)
     return out.transpose(0, 1).reshape(t, n_heads * hd)  # (T, n_heads * hd)
 

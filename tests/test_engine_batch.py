@@ -86,7 +86,7 @@ def test_bucketed_steps_pad_into_the_scratch_slot_only(model):
     held = engine.pool.k.data[:, 4].clone()
     got = run_batch(engine, PROMPTS[:3], 7, starts=[0, 0, 2])
     assert got == [alone(model, p, 7) for p in PROMPTS[:3]]
-    assert sorted(engine._batch_graphs.graphs) == [2, 4]  # 2 rows, then 3 padded to 4
+    assert sorted(engine._batch_graphs.graphs) == [1, 2, 4]  # 2 rows, 3 padded to 4, the late one alone
     assert torch.equal(engine.pool.k.data[:, 4], held)
     assert engine.pool.n_slots == 6  # five slots and the scratch one
 

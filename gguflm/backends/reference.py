@@ -75,15 +75,18 @@ class ReferenceBackend(Backend):
 
     @staticmethod
     def _attend_rows(pool: KVPool, positions: torch.Tensor, slots: torch.Tensor):
-        """A batch: row b is its own sequence in slot slots[b], attending as a lone decode step would."""
-        rows = [(positions[b : b + 1], p + 1, s) for b, (p, s) in enumerate(zip(positions.tolist(), slots.tolist()))]
-        masks = [ops.causal_mask(pos, span) for pos, span, _ in rows]  # (1, span) each
+        """A batch: row b is its own sequence in slot slots[b], attending as a lone decode step would
+        (the cache writes of all rows at once: a copy, or a quantization per 32-value block, per row). A row
+        sees every row of its span, so it needs no mask: an all-true one would leave every score as it is."""
+        rows = [(p + 1, s) for p, s in zip(positions.tolist(), slots.tolist())]
+        slots = slots.long()
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k_pool, v_pool = pool.layer(i)
-            return torch.cat([store_and_attend(k_pool.slot(s), v_pool.slot(s), pos, span, mask, q[b : b + 1],
-                                               k[b : b + 1], v[b : b + 1])
-                              for b, ((pos, span, s), mask) in enumerate(zip(rows, masks))])  # (B, q_dim)
+            k_pool.write_rows(slots, positions, k)
+            v_pool.write_rows(slots, positions, v)
+            return torch.cat([ops.attention(q[b : b + 1], k_pool.slot(s).read(0, span), v_pool.slot(s).read(0, span))
+                              for b, (span, s) in enumerate(rows)])  # (B, q_dim)
 
         return attend
 
