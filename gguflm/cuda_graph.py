@@ -29,6 +29,26 @@ from gguflm.kv_cache import KVCache, KVPool
 from gguflm.sampling import SamplerTensors, SamplingParams, sample
 
 
+def capture_graph(body, device: torch.device, reset=None, generator: torch.Generator | None = None):
+    """`body` run twice on a side stream (compiles the Triton kernels, settles the allocator), then captured.
+    `reset()` runs before the warm-up and again before the capture; `generator` is registered with the graph."""
+    reset = reset or (lambda: None)
+    reset()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    reset()
+    graph = torch.cuda.CUDAGraph()
+    if generator is not None:
+        graph.register_generator_state(generator)
+    with torch.cuda.graph(graph):
+        body()
+    return graph
+
+
 @dataclass(frozen=True)
 class GraphKey:
     """What the captured code depends on; anything else is a tensor copied in."""
@@ -76,20 +96,8 @@ class DecodeGraph:
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         # Warm-up writes cache rows at cache.length and the one after, which no valid entry uses yet.
-        self.pos.fill_(self.cache.length)
-        side = torch.cuda.Stream(self.backend.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # compiles the Triton kernels and settles the allocator
-            for _ in range(2):
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        self.pos.fill_(self.cache.length)
-        graph = torch.cuda.CUDAGraph()
-        if not self.key.argmax:
-            graph.register_generator_state(self.generator)
-        with torch.cuda.graph(graph):
-            self._body()
-        return graph
+        return capture_graph(self._body, self.backend.device, lambda: self.pos.fill_(self.cache.length),
+                             None if self.key.argmax else self.generator)
 
     def start(self, token: int, pos: int, recent: list[int]) -> None:
         """Copy in the first token to feed, its position, and the tokens before it (for the penalty)."""
@@ -175,16 +183,7 @@ class BatchGraph:
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         # warm-up with every row on the scratch slot (position 0): no real slot is touched
-        side = torch.cuda.Stream(self.backend.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # compiles the Triton kernels and settles the allocator
-            for _ in range(2):
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._body()
-        return graph
+        return capture_graph(self._body, self.backend.device)
 
     def run(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
         """Copy in one step's rows (padded to the bucket), run it; logits (len(tokens), n_vocab)."""

@@ -151,30 +151,40 @@ class CacheTensor:
 
 
 @dataclass
-class KVCache:
+class _KV:
+    """K and V of every layer (plain or pooled), and what both kinds answer alike."""
+
     k: CacheTensor
     v: CacheTensor
-    length: int = 0  # positions [0, length) hold valid entries
-
-    @classmethod
-    def allocate(cls, cfg, max_ctx: int, device: str | torch.device, k_type: str | torch.dtype,
-                 v_type: str | torch.dtype | None = None) -> "KVCache":
-        """A cache for `max_ctx` positions of every layer; V in K's type unless given."""
-        k_kind = cache_type(k_type)
-        v_kind = k_kind if v_type is None else cache_type(v_type)
-        dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim)
-        return cls(CacheTensor.allocate(k_kind, *dims, device), CacheTensor.allocate(v_kind, *dims, device))
 
     def layer(self, i: int) -> tuple[CacheLayer, CacheLayer]:
         return self.k.layer(i), self.v.layer(i)
 
     @property
     def max_ctx(self) -> int:
-        return self.k.data.shape[2]
+        return self.k.data.shape[-2]
 
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+
+def _kinds(k_type: str | torch.dtype, v_type: str | torch.dtype | None) -> tuple[CacheType, CacheType]:
+    k_kind = cache_type(k_type)
+    return k_kind, k_kind if v_type is None else cache_type(v_type)
+
+
+@dataclass
+class KVCache(_KV):
+    length: int = 0  # positions [0, length) hold valid entries
+
+    @classmethod
+    def allocate(cls, cfg, max_ctx: int, device: str | torch.device, k_type: str | torch.dtype,
+                 v_type: str | torch.dtype | None = None) -> "KVCache":
+        """A cache for `max_ctx` positions of every layer; V in K's type unless given."""
+        k_kind, v_kind = _kinds(k_type, v_type)
+        dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim)
+        return cls(CacheTensor.allocate(k_kind, *dims, device), CacheTensor.allocate(v_kind, *dims, device))
 
     @property
     def row_bytes(self) -> int:
@@ -183,7 +193,7 @@ class KVCache:
 
 
 @dataclass
-class KVPool:
+class KVPool(_KV):
     """Caches of `n_slots` sequences in one allocation, K and V (n_layers, n_slots, n_kv, max_ctx, ...).
 
     `slots[s]` is slot s as a plain `KVCache` view with a length of its own (prefill and the
@@ -191,8 +201,6 @@ class KVPool:
     for the batched decode step, which reads and writes each row's own slot.
     """
 
-    k: CacheTensor
-    v: CacheTensor
     slots: list[KVCache] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -201,25 +209,13 @@ class KVPool:
     @classmethod
     def allocate(cls, cfg, max_ctx: int, n_slots: int, device: str | torch.device, k_type: str | torch.dtype,
                  v_type: str | torch.dtype | None = None) -> "KVPool":
-        k_kind = cache_type(k_type)
-        v_kind = k_kind if v_type is None else cache_type(v_type)
+        k_kind, v_kind = _kinds(k_type, v_type)
         dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim, device, n_slots)
         return cls(CacheTensor.allocate(k_kind, *dims), CacheTensor.allocate(v_kind, *dims))
-
-    def layer(self, i: int) -> tuple[CacheLayer, CacheLayer]:
-        return self.k.layer(i), self.v.layer(i)
 
     @property
     def n_slots(self) -> int:
         return len(self.slots)
-
-    @property
-    def max_ctx(self) -> int:
-        return self.k.data.shape[3]
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
 
 
 def bytes_per_token(cfg, k_type: str, v_type: str) -> float:

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from gguflm.kv_cache import CacheLayer
 
-from .kv_blocks import check_layer, check_rows, kind_of, layer_args, load_tile, slot_strides
+from .kv_blocks import check_layer, check_rows, kind_of, layer_args, load_tile, slot_row, slot_strides
 from .settings import ATTENTION_STAGES, ATTENTION_WARPS, MERGE_WARPS, attention_config, dot_dtype, num_sms
 
 # ---------------------------------------------------------------------------- kernels
@@ -45,11 +45,8 @@ def _attn_split_kernel(q_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, pos_ptr, slot_ptr,
     b = tl.program_id(2)
     if BATCH:
         L = tl.minimum(tl.load(pos_ptr + b) + 1, max_ctx)
-        slot = tl.load(slot_ptr + b).to(tl.int64)
-        kc_ptr += slot * s_kslot
-        ks_ptr += slot * s_ksslot
-        vc_ptr += slot * s_vslot
-        vs_ptr += slot * s_vsslot
+        kc_ptr, ks_ptr, vc_ptr, vs_ptr = slot_row(slot_ptr, b, kc_ptr, ks_ptr, vc_ptr, vs_ptr, s_kslot, s_ksslot,
+                                                  s_vslot, s_vsslot)
     else:
         L = tl.minimum(tl.load(pos_ptr) + 1, max_ctx)
     q_ptr += b.to(tl.int64) * s_qb

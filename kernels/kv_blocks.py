@@ -72,6 +72,13 @@ def load_tile(ptr, s_ptr, rows, rmask, s_row, s_srow, offs_d, dmask, KIND: tl.co
     return x
 
 
+@triton.jit
+def slot_row(slot_ptr, row, kc_ptr, ks_ptr, vc_ptr, vs_ptr, s_kc, s_ks, s_vc, s_vs):
+    """The K and V data and scale pointers of the pooled-cache slot that batch row `row` reads and writes."""
+    slot = tl.load(slot_ptr + row).to(tl.int64)
+    return kc_ptr + slot * s_kc, ks_ptr + slot * s_ks, vc_ptr + slot * s_vc, vs_ptr + slot * s_vs
+
+
 def layer_args(layer) -> tuple[torch.Tensor, torch.Tensor, int, int, int, int]:
     """(data, scales, data strides (head, position), scale strides) of a cache layer, as the kernels take them;
     for a pooled layer (n_slots, n_kv, ...), those of one slot."""

@@ -14,7 +14,7 @@ import triton.language as tl
 from gguflm.kv_cache import CacheLayer
 from gguflm.ops import Rope
 
-from .kv_blocks import check_layer, check_rows, kind_of, layer_args, slot_strides, store_head
+from .kv_blocks import check_layer, check_rows, kind_of, layer_args, slot_row, slot_strides, store_head
 from .settings import ROPE_WARPS
 
 
@@ -56,11 +56,8 @@ def _rope_cache_kernel(qkv_ptr, pos_ptr, slot_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr
     h = tl.program_id(1)
     if BATCH:
         pos = tl.load(pos_ptr + m)
-        slot = tl.load(slot_ptr + m).to(tl.int64)
-        kc_ptr += slot * s_kcs
-        ks_ptr += slot * s_kss
-        vc_ptr += slot * s_vcs
-        vs_ptr += slot * s_vss
+        kc_ptr, ks_ptr, vc_ptr, vs_ptr = slot_row(slot_ptr, m, kc_ptr, ks_ptr, vc_ptr, vs_ptr, s_kcs, s_kss, s_vcs,
+                                                  s_vss)
     else:
         pos = tl.load(pos_ptr) + m
     HALF: tl.constexpr = ROT // 2

@@ -287,7 +287,7 @@ def test_one_slot_serves_the_queue_in_order_and_refuses_beyond_it(single):
     client = openai.OpenAI(base_url=single.base_url + "/v1", api_key="none", max_retries=0, timeout=300)
     base = list(range(100, 150))
     prompts = [[1] + base[: 10 * k] + [300 + k] for k in range(1, 5)]  # a token that breaks the shared run
-    blocker = client.completions.create(model=NAME, prompt=prompts[0], temperature=0, stream=True,
+    blocker = client.completions.create(model=NAME, prompt=prompts[0], temperature=0, stream=True, max_tokens=CTX,
                                         extra_body={"ignore_eos": True})  # runs until the context is full
     next(iter(blocker))
     single.wait_for(lambda m: m["gguflm_requests_running"] == 1, "the first request to run")
@@ -310,3 +310,24 @@ def test_one_slot_serves_the_queue_in_order_and_refuses_beyond_it(single):
     assert cached == [11, 21, 31]  # BOS + the 10 k shared tokens of the request before
     m = single.metrics()
     assert m["gguflm_slots_total"] == 1 and m["gguflm_slots_busy"] == 0
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--parallel", "0"], "--parallel must be at least 1"),
+    (["--max-queue", "-1"], "--max-queue must be 0 or more"),
+    (["--chat-template", "no-such-template"], "unknown chat template"),
+])
+def test_serve_refuses_bad_options_in_one_line(model_path, args, message):
+    import subprocess
+    import sys
+
+    from server_process import ENV
+
+    result = subprocess.run([sys.executable, "-m", "gguflm.cli.main", "serve", "-m", str(model_path),
+                             "--device", "cpu", "--port", "1", *args], capture_output=True, text=True, env=ENV,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr

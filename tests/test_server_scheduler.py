@@ -75,8 +75,8 @@ def test_sequence_text_stops_at_a_stop_string_and_holds_back_its_start(tok):
         fed += 1
         assert not "".join(e.text for e in events).endswith("o")  # a trailing "o" waits: it may begin "once"
     assert s.finish_reason == "stop" and tok.decode(ids[: fed + 1]).endswith("once")
-    assert "".join(e.text for e in events) == tok.decode([1] + ids).split("once")[0]
-    assert events[-1].finish == "stop"
+    assert "".join(e.text for e in events + [s.final]) == tok.decode([1] + ids).split("once")[0]
+    assert s.final.finish == "stop" and all(e.finish is None for e in events)
 
 
 def test_sequence_ends_at_the_token_budget_the_context_and_end_of_generation(tok):
@@ -87,7 +87,7 @@ def test_sequence_ends_at_the_token_budget_the_context_and_end_of_generation(tok
     assert s.accept(300, logits, room=0) and s.finish_reason == "length"
     events = []
     s = seq(tok, [1], max_tokens=9, events=events)
-    assert s.accept(2, logits, room=10) and s.finish_reason == "stop" and events[-1].text == ""
+    assert s.accept(2, logits, room=10) and s.finish_reason == "stop" and s.final.text == "" and not events
     assert s.usage == {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
                        "prompt_tokens_details": {"cached_tokens": 0}}
 

@@ -242,22 +242,30 @@ def build_app(server: Server) -> Starlette:
                 return error_response(e)
         return route
 
-    async def chat(request: Request) -> Response:
-        req = parse(p.ChatCompletionRequest, await read_json(request))
+    async def complete(request: Request, kind: type[p.Sampling], prompt_of, streamed, reply, prefix: str) -> Response:
+        """One completion request of either endpoint: parsed, queued, then streamed or answered whole."""
+        req = parse(kind, await read_json(request))
         server.check_model(req.model)
-        prompt = server.chat_prompt(req)
+        prompt = prompt_of(req)
         seq, stream = await server.run(lambda deliver: server.sequence(req, prompt, deliver))
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        rid, created = f"{prefix}-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
             include_usage = req.stream_options is not None and req.stream_options.include_usage
-            return StreamingResponse(chat_stream(rid, created, seq, stream, include_usage),
+            return StreamingResponse(streamed(rid, created, seq, stream, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         text, lps, reason = await collect(request, seq, stream, server.worker)
+        ids = dict(id=rid, created=created, model=name, system_fingerprint=FINGERPRINT)
+        return JSONResponse(reply(req, ids, seq, text, lps, reason).model_dump())
+
+    def chat_reply(req, ids, seq, text, lps, reason) -> p.ChatCompletion:
         choice = p.ChatChoice(message=p.AssistantMessage(content=text), finish_reason=reason,
                               logprobs=chat_logprobs(lps) if req.logprobs else None)
-        body = p.ChatCompletion(id=rid, created=created, model=name, choices=[choice], usage=p.Usage(**seq.usage),
-                                system_fingerprint=FINGERPRINT)
-        return JSONResponse(body.model_dump())
+        return p.ChatCompletion(**ids, choices=[choice], usage=p.Usage(**seq.usage))
+
+    def completion_reply(req, ids, seq, text, lps, reason) -> p.Completion:
+        logprobs = CompletionLogprobBuilder().build(lps) if req.logprobs is not None else None
+        choice = p.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)
+        return p.Completion(**ids, choices=[choice], usage=p.Usage(**seq.usage))
 
     async def chat_stream(rid: str, created: int, seq: Sequence, stream, include_usage: bool):
         def chunk(delta: p.Delta, reason=None, lps=None, usage=None, choices=True) -> str:
@@ -279,23 +287,6 @@ def build_app(server: Server) -> Starlette:
                     yield chunk(p.Delta(), usage=p.Usage(**seq.usage), choices=False)
         yield sse("[DONE]")
 
-    async def completions(request: Request) -> Response:
-        req = parse(p.CompletionRequest, await read_json(request))
-        server.check_model(req.model)
-        prompt = server.completion_prompt(req)
-        seq, stream = await server.run(lambda deliver: server.sequence(req, prompt, deliver))
-        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        if req.stream:
-            include_usage = req.stream_options is not None and req.stream_options.include_usage
-            return StreamingResponse(completion_stream(rid, created, seq, stream, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text, lps, reason = await collect(request, seq, stream, server.worker)
-        logprobs = CompletionLogprobBuilder().build(lps) if req.logprobs is not None else None
-        body = p.Completion(id=rid, created=created, model=name, usage=p.Usage(**seq.usage),
-                            choices=[p.CompletionChoice(text=text, logprobs=logprobs, finish_reason=reason)],
-                            system_fingerprint=FINGERPRINT)
-        return JSONResponse(body.model_dump())
-
     async def completion_stream(rid: str, created: int, seq: Sequence, stream, include_usage: bool):
         offsets = CompletionLogprobBuilder()
 
@@ -314,6 +305,14 @@ def build_app(server: Server) -> Starlette:
             if event.finish is not None and include_usage:
                 yield chunk("", usage=p.Usage(**seq.usage), choices=False)
         yield sse("[DONE]")
+
+    async def chat(request: Request) -> Response:
+        return await complete(request, p.ChatCompletionRequest, server.chat_prompt, chat_stream, chat_reply,
+                              "chatcmpl")
+
+    async def completions(request: Request) -> Response:
+        return await complete(request, p.CompletionRequest, server.completion_prompt, completion_stream,
+                              completion_reply, "cmpl")
 
     async def models(request: Request) -> Response:
         return JSONResponse(p.ModelList(data=[p.ModelCard(id=name, created=server.created)]).model_dump())

@@ -68,6 +68,7 @@ class Sequence:
         self._decoder = tokenizer.stream(continuation=any(not tokenizer.is_special(t) for t in prompt))
         self._stops = StopStrings(stop_strings)
         self._pending: list[TokenLogprob] = []
+        self.final: Event | None = None  # the last event, once the sequence is done
 
     @property
     def last(self) -> int:
@@ -76,7 +77,8 @@ class Sequence:
 
     def accept(self, token: int, logits: torch.Tensor, room: int) -> bool:
         """Take a sampled token (logits (n_vocab,) it was drawn from; `room`: positions left in the slot
-        after the tokens fed so far); deliver its text; True when the sequence is done."""
+        after the tokens fed so far); deliver its text; True when the sequence is done, its last event
+        then waiting in `final` for the caller to deliver once the slot is freed."""
         self.output.append(token)
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
@@ -96,7 +98,7 @@ class Sequence:
     def fail(self, error: Exception) -> None:
         self.status = Status.FINISHED
         self.finish_reason = "error"
-        self.deliver(Event(finish="error", error=error))
+        self.final = Event(finish="error", error=error)
 
     def _finish(self, reason: str, text: str, flushed: bool = False) -> bool:
         if not flushed:  # what the decoder and the stop strings held back is text after all
@@ -105,7 +107,7 @@ class Sequence:
             reason = "stop" if hit else reason
         self.status = Status.FINISHED
         self.finish_reason = reason
-        self.deliver(Event(text, self._take_logprobs(), finish=reason))
+        self.final = Event(text, self._take_logprobs(), finish=reason)
         return True
 
     def _take_logprobs(self) -> list[TokenLogprob]:

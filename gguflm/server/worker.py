@@ -84,6 +84,8 @@ class Worker:
                     seq.fail(error)
                     self.scheduler.finish(seq)
                     self.metrics.finished.labels("error").inc()
+            for seq in seqs:
+                seq.deliver(seq.final)
 
     def _prefill(self, seq: Sequence) -> None:
         engine = self.engine
@@ -114,3 +116,4 @@ class Worker:
             with self._cond:
                 self.scheduler.finish(seq)
             self.metrics.finished.labels(seq.finish_reason).inc()
+            seq.deliver(seq.final)  # after the slot is free: a client that sees its end sees the slot free
