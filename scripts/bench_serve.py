@@ -7,17 +7,20 @@ For each N, N client threads each send --requests streamed completions one after
 `ignore_eos`, exactly --tokens tokens, a prompt of their own) and time them. Prints, per N: the
 aggregate tokens/s (all tokens over the round's wall time), the median per-request decode tokens/s
 (tokens after the first over the time after the first), and time to first token p50/p99.
-Needs the `openai` package (pip install gguflm[test]).
+The clients are plain HTTP (http.client, one JSON parse per event), so that on a small machine the
+benchmark measures the server and not a client library's per-chunk cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 from gguflm.files import write_text_atomic
 
@@ -41,22 +44,61 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def one_request(client, model: str, prompt: str, tokens: int) -> tuple[float, float, float, int]:
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    api_key: str
+
+    @classmethod
+    def of(cls, url: str, api_key: str) -> "Target":
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 80, api_key)
+
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=3600)
+
+    def headers(self) -> dict:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
+
+
+def model_name(target: Target) -> str:
+    conn = target.connect()
+    conn.request("GET", "/v1/models", headers=target.headers())
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise SystemExit(f"GET /v1/models answered {response.status}: {body[:300]!r}")
+    return json.loads(body)["data"][0]["id"]
+
+
+def one_request(target: Target, model: str, prompt: str, tokens: int) -> tuple[float, float, float, int]:
     """(start, first token, end, tokens) of one streamed completion."""
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}, "ignore_eos": True})
     start = time.perf_counter()
     first, n = None, 0
-    stream = client.completions.create(model=model, prompt=prompt, max_tokens=tokens, temperature=0, stream=True,
-                                       stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].text and first is None:
-            first = time.perf_counter()
-        if chunk.usage is not None:
-            n = chunk.usage.completion_tokens
+    conn = target.connect()
+    try:
+        conn.request("POST", "/v1/completions", body=body, headers=target.headers())
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"the server answered {response.status}: {response.read()[:300]!r}")
+        for line in response:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
+                continue
+            event = json.loads(line[6:])
+            if first is None and event["choices"] and event["choices"][0]["text"]:
+                first = time.perf_counter()
+            if event.get("usage"):
+                n = event["usage"]["completion_tokens"]
+    finally:
+        conn.close()
     end = time.perf_counter()
     return start, first or end, end, n
 
 
-def run_round(client, model: str, clients: int, requests: int, tokens: int) -> Round:
+def run_round(target: Target, model: str, clients: int, requests: int, tokens: int) -> Round:
     results, errors = [], []
     barrier = threading.Barrier(clients)
 
@@ -65,7 +107,7 @@ def run_round(client, model: str, clients: int, requests: int, tokens: int) -> R
         for r in range(requests):
             prompt = " ".join(WORDS[(c * 7 + r * 3 + i) % len(WORDS)] for i in range(8 + c % 5))
             try:
-                results.append(one_request(client, model, prompt, tokens))
+                results.append(one_request(target, model, prompt, tokens))
             except Exception as e:  # noqa: BLE001 - reported below, the round goes on
                 errors.append(e)
 
@@ -95,19 +137,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2, help="requests per client per round")
     ap.add_argument("--json", default=None, help="also write the rounds as JSON here")
     args = ap.parse_args()
-    try:
-        import openai
-    except ImportError:
-        raise SystemExit("bench_serve.py needs the openai package: pip install 'gguflm[test]'") from None
-    client = openai.OpenAI(base_url=args.url.rstrip("/") + "/v1", api_key=args.api_key, max_retries=0, timeout=3600)
-    model = args.model or client.models.list().data[0].id
+    target = Target.of(args.url, args.api_key)
+    model = args.model or model_name(target)
     levels = [int(x) for x in args.clients.split(",") if x.strip()]
-    one_request(client, model, "warm up", 4)  # the first request pays for lazy setup (graphs, kernels)
+    one_request(target, model, "warm up", 4)  # the first request pays for lazy setup (graphs, kernels)
     rounds = []
     print("| clients | requests | aggregate tok/s | per-request tok/s (median) | TTFT p50 | TTFT p99 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for n in levels:
-        r = run_round(client, model, n, args.requests, args.tokens)
+        r = run_round(target, model, n, args.requests, args.tokens)
         rounds.append(r)
         print(f"| {n} | {r.requests} | {r.aggregate_tok_s:.1f} | {r.per_request_tok_s:.1f} | "
               f"{r.ttft_p50_s * 1e3:.0f} ms | {r.ttft_p99_s * 1e3:.0f} ms |", flush=True)

@@ -331,3 +331,28 @@ def test_serve_refuses_bad_options_in_one_line(model_path, args, message):
                             timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
+
+
+# ---------------------------------------------------------------------------- the model's own template
+
+
+@pytest.fixture(scope="module")
+def qwen3(testdata, tmp_path_factory):
+    from test_chat_models import make_chat_model
+
+    path = make_chat_model(tmp_path_factory.mktemp("qwen3") / "qwen3.gguf", "qwen3", testdata)
+    proc = ServerProcess(path, "--parallel", "2", "-c", "512", log=tmp_path_factory.mktemp("log") / "qwen3.log")
+    yield path, proc
+    proc.stop()
+
+
+def test_chat_uses_the_models_own_template_as_gguflm_chat_does(qwen3):
+    path, proc = qwen3
+    model = gguflm.load(path, device="cpu")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat in a hat"}]
+    ids = encode_rendered(model.tokenizer, ChatTemplate.for_model(model).render(messages))
+    client = openai.OpenAI(base_url=proc.base_url + "/v1", api_key="none", max_retries=0, timeout=120)
+    reply = client.chat.completions.create(model="qwen3", messages=messages, max_tokens=16, temperature=0)
+    assert reply.usage.prompt_tokens == len(ids)
+    engine = model.new_engine(ctx=512)
+    assert reply.choices[0].message.content == "".join(engine.generate(ids, 16, GREEDY))
