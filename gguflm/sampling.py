@@ -134,15 +134,28 @@ def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: lis
     return int(sample(logits, t, history, gen, top_k=p.top_k))
 
 
-def apply_penalties(logits: torch.Tensor, history: torch.Tensor, t: SamplerTensors) -> torch.Tensor:
-    """llama.cpp's penalties over the tokens in `history` ((R,) long, -1 = empty slot): the repeat penalty
-    once per distinct token, then count * frequency_penalty + presence_penalty subtracted."""
+def token_counts(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """How often each token id occurs in `history` ((R,) long, -1 = empty slot), shaped like logits."""
     valid = history >= 0
-    counts = torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
+    return torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
+
+
+def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """Penalize each distinct token in `history` (R,) long, -1 = empty slot) once, as llama.cpp does."""
+    return _repeat(logits, token_counts(logits, history) > 0, penalty)
+
+
+def _repeat(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def apply_penalties(logits: torch.Tensor, history: torch.Tensor, t: SamplerTensors) -> torch.Tensor:
+    """llama.cpp's penalties over the tokens in `history`: the repeat penalty once per distinct token, then
+    count * frequency_penalty + presence_penalty subtracted."""
+    counts = token_counts(logits, history)
     seen = counts > 0
-    penalty = t.repeat_penalty
-    logits = torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
-    return logits - counts * t.frequency_penalty - seen.to(logits.dtype) * t.presence_penalty
+    return (_repeat(logits, seen, t.repeat_penalty) - counts * t.frequency_penalty
+            - seen.to(logits.dtype) * t.presence_penalty)
 
 
 def sample(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplerTensors, SamplingParams, apply_penalties, sample
+from gguflm.sampling import SamplerTensors, SamplingParams, apply_penalties, apply_repeat_penalty, sample
 
 EMPTY = torch.tensor([-1])
 
@@ -53,9 +53,10 @@ def test_top_k_top_p_min_p_restrict_support():
 
 def test_repeat_penalty_divides_positive_and_multiplies_negative_once():
     logits = torch.tensor([2.0, -2.0, 1.0])
-    t = SamplerTensors.from_params(SamplingParams(repeat_penalty=2.0), "cpu")
-    out = apply_penalties(logits, torch.tensor([0, 1, 0, -1]), t)
+    out = apply_repeat_penalty(logits, torch.tensor([0, 1, 0, -1]), torch.tensor(2.0))
     assert out.tolist() == [1.0, -4.0, 1.0]
+    t = SamplerTensors.from_params(SamplingParams(repeat_penalty=2.0), "cpu")
+    assert apply_penalties(logits, torch.tensor([0, 1, 0, -1]), t).tolist() == out.tolist()  # the others off
 
 
 def test_frequency_counts_each_occurrence_and_presence_each_token():

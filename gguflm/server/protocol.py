@@ -180,12 +180,13 @@ class ChatChoice(BaseModel):
 
 
 class Response(BaseModel):
-    """The fields every completion object and chunk carries."""
+    """The fields every completion object and chunk carries (usage: on a stream's last chunk only)."""
 
     id: str
     created: int
     model: str
     system_fingerprint: str
+    usage: Usage | None = None
 
 
 class ChatCompletion(Response):
@@ -199,17 +200,24 @@ class Delta(BaseModel):
     content: str | None = None
 
 
-class ChunkChoice(BaseModel):
+class StreamedChoice(BaseModel):
+    """A choice as streamed chunks carry it: the finish reason only on the last."""
+
     index: int = 0
-    delta: Delta
-    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
+class ChunkChoice(StreamedChoice):
+    delta: Delta
+    logprobs: ChoiceLogprobs | None = None
+
+
 class ChatCompletionChunk(Response):
+    """One event of a streamed chat completion: the first carries the role, a later one the finish reason,
+    and with stream_options.include_usage a last one (no choices) the usage."""
+
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChunkChoice]
-    usage: Usage | None = None
 
 
 class CompletionLogprobs(BaseModel):
@@ -219,17 +227,14 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int]
 
 
-class CompletionChoice(BaseModel):
-    index: int = 0
+class CompletionChoice(StreamedChoice):
     text: str
     logprobs: CompletionLogprobs | None = None
-    finish_reason: str | None = None
 
 
 class Completion(Response):
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):
