@@ -1,9 +1,12 @@
-"""The engine, THE generation loop: one backend, one KV cache sized to the context, and the tokens
-that cache holds. Every way in (the Python API, `run`, `chat`, the benchmark) generates through it.
+"""The engine, THE generation loop: one backend, a KV cache of one or more slots sized to the context,
+and the tokens each slot holds. Every way in (the Python API, `run`, `chat`, the benchmark, the
+server) generates through it.
 
-`generate` streams text; `generate_ids` streams token ids. A new prompt reuses the longest
-common prefix already in the cache, so a chat turn prefills only what the template added.
+`generate` streams text; `generate_ids` streams token ids (slot 0). A new prompt reuses the longest
+common prefix already in its slot, so a chat turn prefills only what the template added.
 Sampling defaults to greedy (as transformers does) unless `SamplingParams` are given.
+Serving uses the same pieces for many sequences: `start` prefills a slot, `step` decodes one token
+for each of several slots in one batched step (a CUDA graph per batch-size bucket on a GPU).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import torch
 
 from gguflm.backends import Backend
-from gguflm.cuda_graph import DecodeGraph, DecodeGraphs
+from gguflm.cuda_graph import BatchGraphs, DecodeGraph, DecodeGraphs, eager_batch
 from gguflm.errors import GGUFLMError
 from gguflm.info import human_bytes
 from gguflm.kv_cache import bytes_per_token, cache_type
 from gguflm.sampling import GREEDY, SamplerTensors, SamplingParams, pick, seed_generator
+from gguflm.stop_strings import StopStrings
 
 if TYPE_CHECKING:
     from gguflm.tokenizer import Tokenizer
@@ -90,11 +94,11 @@ def cache_types(backend: Backend, k_type: str | None, v_type: str | None) -> tup
 
 
 def choose_context(backend: Backend, requested: int | None, k_type: str | None = None,
-                   v_type: str | None = None) -> tuple[int, str]:
-    """The context size to allocate and a message saying why, when it differs from what was asked.
+                   v_type: str | None = None, slots: int = 1) -> tuple[int, str]:
+    """The context size (per slot) to allocate and a message saying why, when it differs from what was asked.
 
     On CUDA the default is as much of the training context as fits in 90% of free memory,
-    counting the real bytes per token of the cache types.
+    counting the real bytes per token of the cache types and every slot.
     """
     cfg = backend.cfg
     if requested is not None:
@@ -107,7 +111,7 @@ def choose_context(backend: Backend, requested: int | None, k_type: str | None =
             return CPU_DEFAULT_CTX, f"context capped at {CPU_DEFAULT_CTX} on the CPU (model trained for {ctx}; use --ctx)"
         return ctx, ""
     free, _ = torch.cuda.mem_get_info(backend.device)
-    per_token = bytes_per_token(cfg, *cache_types(backend, k_type, v_type))  # K and V of every layer
+    per_token = slots * bytes_per_token(cfg, *cache_types(backend, k_type, v_type))  # K and V of every layer
     fits = int(free * 0.9 // per_token)
     if fits < ctx:
         fits = max(256, fits // 256 * 256)
@@ -124,11 +128,13 @@ class Engine:
     sampling replay one captured CUDA graph; `graphs=False` decodes eagerly. `capture=False`
     keeps the graph path but runs its step body eagerly each token (checks its logic on the CPU).
     `tokenizer` gives the default stop set (its end-of-generation ids) and text in `generate`.
+    `slots` > 1 gives that many sequences a cache slot of `ctx` positions each (plus one scratch slot
+    that the padding rows of a batch-size bucket write to), for `start` and `step`.
     """
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer | None = None, ctx: int | None = None,
                  graphs: bool | None = None, capture: bool = True, cache_type_k: str | None = None,
-                 cache_type_v: str | None = None):
+                 cache_type_v: str | None = None, slots: int = 1):
         self.backend = backend
         self.tokenizer = tokenizer
         if graphs is None:
@@ -137,61 +143,83 @@ class Engine:
             raise GGUFLMError("CUDA graphs need a CUDA device (run without graphs on the CPU)")
         self.graphs = graphs
         self.capture = capture
+        if slots < 1:
+            raise GGUFLMError(f"the number of cache slots must be positive, not {slots}")
         self.cache_types = cache_types(backend, cache_type_k, cache_type_v)
-        self.ctx, self.context_message = choose_context(backend, ctx, *self.cache_types)
-        need = self.ctx * bytes_per_token(backend.cfg, *self.cache_types)
+        self.n_slots = slots
+        pool_slots = slots + 1 if slots > 1 else slots  # the last one is scratch for padding rows
+        self.ctx, self.context_message = choose_context(backend, ctx, *self.cache_types, slots=pool_slots)
+        need = pool_slots * self.ctx * bytes_per_token(backend.cfg, *self.cache_types)
         free = free_memory(backend.device)
         if need > free:  # refused before allocating: a CPU allocation this large ends in the OOM killer
-            raise GGUFLMError(f"a {self.ctx}-token KV cache needs {human_bytes(need)} but {human_bytes(free)} "
-                              "of memory is free (use a smaller --ctx)")
+            raise GGUFLMError(f"a KV cache of {pool_slots} x {self.ctx} tokens needs {human_bytes(need)} but "
+                              f"{human_bytes(free)} of memory is free (use a smaller --ctx)")
         try:
-            self.cache = self.backend.new_cache(self.ctx, *self.cache_types)
+            self.pool = self.backend.new_pool(self.ctx, pool_slots, *self.cache_types)
         except (torch.OutOfMemoryError, MemoryError):
-            raise GGUFLMError(f"a {self.ctx}-token KV cache does not fit in free memory (use a smaller --ctx)") from None
-        self.tokens: list[int] = []  # what the cache holds: cache.length == len(self.tokens) between steps
+            raise GGUFLMError(f"a KV cache of {pool_slots} x {self.ctx} tokens does not fit in free memory "
+                              "(use a smaller --ctx)") from None
+        # what each slot holds: pool.slots[s].length == len(self.slot_tokens[s]) between steps
+        self.slot_tokens: list[list[int]] = [[] for _ in range(pool_slots)]
         self.stats = EngineStats()
         # Static sampler state, updated in place each turn so captured graphs keep their addresses.
         self.sampler = SamplerTensors.from_params(SamplingParams(), self.device)
         self.generator = torch.Generator(device=self.device)
         self._graphs: DecodeGraphs | None = None
-        self._busy = False  # one generation at a time: the cache is one conversation
+        self._batch_graphs: BatchGraphs | None = None
+        self._busy = False  # one generation at a time in slot 0: it is one conversation
 
     @property
     def device(self) -> torch.device:
         return self.backend.device
 
     @property
+    def cache(self):
+        """Slot 0's cache (the only one of a single-sequence engine)."""
+        return self.pool.slots[0]
+
+    @property
+    def tokens(self) -> list[int]:
+        """What slot 0's cache holds."""
+        return self.slot_tokens[0]
+
+    @tokens.setter
+    def tokens(self, value: list[int]) -> None:
+        self.slot_tokens[0] = value
+
+    @property
     def cache_summary(self) -> str:
         """One line about the KV cache: its size in tokens, the K and V types, the memory it takes."""
         k, v = self.cache_types
-        return f"KV cache {self.ctx} tokens, K {k}, V {v}, {human_bytes(self.cache.nbytes)}"
+        per = f" x {self.n_slots} slots" if self.n_slots > 1 else ""
+        return f"KV cache {self.ctx} tokens{per}, K {k}, V {v}, {human_bytes(self.pool.nbytes)}"
 
     @property
     def captured(self) -> int:
         """How many decode graphs have been captured (one per sampling mode used)."""
         return 0 if self._graphs is None else len(self._graphs.graphs)
 
-    def reset(self) -> None:
-        """Forget the conversation (the cache memory is kept)."""
-        self.tokens = []
-        self.cache.length = 0
+    def reset(self, slot: int = 0) -> None:
+        """Forget the conversation in a slot (the cache memory is kept)."""
+        self.truncate(0, slot)
 
-    def truncate(self, n: int) -> None:
-        """Keep only the first n cached tokens."""
-        n = min(n, len(self.tokens))
-        self.tokens = self.tokens[:n]
-        self.cache.length = n
+    def truncate(self, n: int, slot: int = 0) -> None:
+        """Keep only the first n cached tokens of a slot."""
+        n = min(n, len(self.slot_tokens[slot]))
+        self.slot_tokens[slot] = self.slot_tokens[slot][:n]
+        self.pool.slots[slot].length = n
 
     # ------------------------------------------------------------------ steps
 
-    def _prefill(self, tokens: list[int]) -> torch.Tensor:
-        """Append tokens to the cache in chunks; returns the last position's logits (n_vocab,)."""
+    def _prefill(self, tokens: list[int], slot: int = 0) -> torch.Tensor:
+        """Append tokens to a slot's cache in chunks; returns the last position's logits (n_vocab,)."""
         logits = None
+        cache, held = self.pool.slots[slot], self.slot_tokens[slot]
         for start in range(0, len(tokens), PREFILL_CHUNK):
             chunk = tokens[start : start + PREFILL_CHUNK]
-            self.cache.length = len(self.tokens)
-            logits = self.backend.prefill_last(chunk, self.cache)  # the head runs on one row per chunk
-            self.tokens.extend(chunk)
+            cache.length = len(held)
+            logits = self.backend.prefill_last(chunk, cache)  # the head runs on one row per chunk
+            held.extend(chunk)
         return logits
 
     def _decode(self, token: int) -> torch.Tensor:
@@ -219,6 +247,40 @@ class Engine:
         if len(text) > MAX_CHARS_PER_TOKEN * self.ctx:
             raise GGUFLMError(f"the prompt has {len(text)} characters, more than a {self.ctx}-token context can "
                               "hold (use --ctx)")
+
+    def start(self, slot: int, prompt: list[int]) -> torch.Tensor:
+        """Make `slot` hold `prompt`: keep the longest prefix it already holds, prefill the rest; returns
+        the last position's logits (n_vocab,). `stats.last` counts the turn's prompt and prefill."""
+        self.check_prompt(prompt)
+        turn = self.stats.last = TurnStats(prompt_tokens=len(prompt))
+        reuse = min(common_prefix(self.slot_tokens[slot], prompt), len(prompt) - 1)  # one token gives logits
+        self.truncate(reuse, slot)
+        started = time.perf_counter()
+        logits = self._prefill(prompt[reuse:], slot)
+        self._sync()
+        turn.prefilled_tokens = len(prompt) - reuse
+        turn.prefill_seconds = time.perf_counter() - started
+        self.stats.total_prefilled += turn.prefilled_tokens
+        return logits
+
+    def step(self, slots: list[int], tokens: list[int]) -> torch.Tensor:
+        """One batched decode step: row b feeds tokens[b] at the end of slot slots[b]; returns logits
+        (B, n_vocab) (on a GPU a static buffer, overwritten by the next step). Each slot must have room."""
+        positions = [len(self.slot_tokens[s]) for s in slots]
+        if len(set(slots)) != len(slots) or any(not 0 <= s < self.n_slots for s in slots):
+            raise GGUFLMError(f"a batched step needs distinct slots in [0, {self.n_slots}), got {slots}")
+        if positions and max(positions) >= self.ctx:
+            raise GGUFLMError(f"a slot is full: {max(positions)} tokens in a context of {self.ctx}")
+        if self.graphs:
+            if self._batch_graphs is None:
+                self._batch_graphs = BatchGraphs(self.backend, self.pool, self.n_slots, self.capture)
+            logits = self._batch_graphs.run(tokens, positions, slots)
+        else:
+            logits = eager_batch(self.backend, self.pool, tokens, positions, slots)
+        for s, t in zip(slots, tokens):  # the cache rows are written: the tokens follow
+            self.slot_tokens[s].append(t)
+            self.pool.slots[s].length = len(self.slot_tokens[s])
+        return logits
 
     def check_prompt(self, prompt: list[int]) -> None:
         """A GGUFLMError unless the prompt leaves room for at least one generated token."""
@@ -253,17 +315,8 @@ class Engine:
         if stop_ids is None:
             stop_ids = self.tokenizer.eog_ids if self.tokenizer is not None else ()
         stop = frozenset(stop_ids)
-        self.check_prompt(prompt)
-        turn = self.stats.last = TurnStats(prompt_tokens=len(prompt))
-        reuse = min(common_prefix(self.tokens, prompt), len(prompt) - 1)  # at least one token gives logits
-        self.truncate(reuse)
-
-        started = time.perf_counter()
-        logits = self._prefill(prompt[reuse:])
-        self._sync()
-        turn.prefilled_tokens = len(prompt) - reuse
-        turn.prefill_seconds = time.perf_counter() - started
-        self.stats.total_prefilled += turn.prefilled_tokens
+        logits = self.start(0, prompt)
+        turn = self.stats.last
 
         graph = self._decode_graph(sampling) if self.graphs and max_new_tokens > 1 else None
         self.sampler.copy_from(sampling)
@@ -316,25 +369,21 @@ class Engine:
         # Pieces as llama.cpp prints them (llama-completion, llama-server): no space is dropped, so text
         # generated from BOS alone starts with the space SentencePiece puts before its first word.
         stream = tok.stream(continuation=True)
-        stops = [s for s in stop_strings if s]
-        held = ""
+        stops = StopStrings(stop_strings)
         for token in self.generate_ids(ids, max_new_tokens, sampling):
             if token in tok.eog_ids:
                 break
-            held += stream.feed(token)
-            if stops:
-                hit = min((held.find(s) for s in stops if s in held), default=-1)
-                if hit >= 0:
-                    self.stats.last.finish_reason = "stop"
-                    yield held[:hit]
-                    return
-                keep = max((k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])), default=0)
-                out, held = held[: len(held) - keep], held[len(held) - keep :]
-            else:
-                out, held = held, ""
+            out, hit = stops.feed(stream.feed(token))
+            if hit:
+                self.stats.last.finish_reason = "stop"
+                yield out
+                return
             if out:
                 yield out
-        yield held + stream.flush()
+        tail, hit = stops.feed(stream.flush())
+        if hit:
+            self.stats.last.finish_reason = "stop"
+        yield tail + ("" if hit else stops.flush())
 
     def _sync(self) -> None:
         sync(self.device)

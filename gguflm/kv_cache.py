@@ -1,4 +1,5 @@
-"""A preallocated key/value cache for every layer, in a float type or a 32-value block format.
+"""A preallocated key/value cache for every layer, in a float type or a 32-value block format, and
+`KVPool`: the same for several sequences at once, one slot each (serving).
 
 K and V each have a cache type (llama.cpp's `-ctk` / `-ctv`): f32, f16, bf16, or q8_0 / q4_0,
 whose blocks of 32 values along the head dimension share one fp16 scale (as ggml's formats):
@@ -11,7 +12,7 @@ are the arithmetic (bit-exact with gguf-py's quantizers), shared with the kernel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -70,7 +71,11 @@ class CacheLayer:
 
     @property
     def max_ctx(self) -> int:
-        return self.data.shape[1]
+        return self.data.shape[-2]
+
+    def slot(self, s: int) -> "CacheLayer":
+        """One slot of a pooled layer (n_slots, n_kv, max_ctx, ...): a plain layer view (n_kv, max_ctx, ...)."""
+        return CacheLayer(self.kind, self.data[s], None if self.scale is None else self.scale[s], self.head_dim)
 
     def write(self, positions: torch.Tensor, x: torch.Tensor) -> None:
         """Store x (T, n_kv, head_dim) at `positions` (T,), quantizing each block (the reference path)."""
@@ -81,6 +86,15 @@ class CacheLayer:
         q, d = ops.quantize_q8_0(x) if self.kind.name == "q8_0" else ops.quantize_q4_0(x)
         self.data.index_copy_(1, positions, q)
         self.scale.index_copy_(1, positions, d)
+
+    def write_rows(self, slots: torch.Tensor, positions: torch.Tensor, x: torch.Tensor) -> None:
+        """A pooled layer: store row b of x (B, n_kv, head_dim) at positions[b] of slot slots[b]."""
+        if not self.kind.quantized:
+            self.data[slots, :, positions] = x.to(self.data.dtype)
+            return
+        q, d = ops.quantize_q8_0(x) if self.kind.name == "q8_0" else ops.quantize_q4_0(x)
+        self.data[slots, :, positions] = q
+        self.scale[slots, :, positions] = d
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) dequantized: (n_kv, stop - start, head_dim) fp32."""
@@ -93,7 +107,8 @@ class CacheLayer:
 
 @dataclass
 class CacheTensor:
-    """K or V of every layer: data (n_layers, n_kv, max_ctx, ...), scale (n_layers, n_kv, max_ctx, hd/32) or None."""
+    """K or V of every layer: data (n_layers, n_kv, max_ctx, ...), scale (n_layers, n_kv, max_ctx, hd/32) or None;
+    pooled: (n_layers, n_slots, n_kv, max_ctx, ...)."""
 
     kind: CacheType
     data: torch.Tensor
@@ -102,18 +117,24 @@ class CacheTensor:
 
     @classmethod
     def allocate(cls, kind: CacheType, n_layers: int, n_kv: int, max_ctx: int, head_dim: int,
-                 device: str | torch.device) -> "CacheTensor":
+                 device: str | torch.device, n_slots: int | None = None) -> "CacheTensor":
+        """Zeros for every layer; with `n_slots`, a slot dimension after the layer one (a pool)."""
         if kind.quantized and head_dim % kind.block:
             raise GGUFLMError(f"a {kind.name} cache needs a head size that is a multiple of {kind.block}, "
                               f"and this model's is {head_dim} (use f16, bf16 or f32)")
-        data = torch.zeros((n_layers, n_kv, max_ctx, head_dim // kind.per_byte), dtype=kind.dtype, device=device)
+        lead = (n_layers, n_kv, max_ctx) if n_slots is None else (n_layers, n_slots, n_kv, max_ctx)
+        data = torch.zeros((*lead, head_dim // kind.per_byte), dtype=kind.dtype, device=device)
         scale = None
         if kind.quantized:
-            scale = torch.zeros((n_layers, n_kv, max_ctx, head_dim // kind.block), dtype=torch.float16, device=device)
+            scale = torch.zeros((*lead, head_dim // kind.block), dtype=torch.float16, device=device)
         return cls(kind, data, scale, head_dim)
 
     def layer(self, i: int) -> CacheLayer:
         return CacheLayer(self.kind, self.data[i], None if self.scale is None else self.scale[i], self.head_dim)
+
+    def slot(self, s: int) -> "CacheTensor":
+        """Slot s of a pooled tensor: a view (n_layers, n_kv, max_ctx, ...) sharing its memory."""
+        return CacheTensor(self.kind, self.data[:, s], None if self.scale is None else self.scale[:, s], self.head_dim)
 
     @property
     def nbytes(self) -> int:
@@ -130,35 +151,71 @@ class CacheTensor:
 
 
 @dataclass
-class KVCache:
+class _KV:
+    """K and V of every layer (plain or pooled), and what both kinds answer alike."""
+
     k: CacheTensor
     v: CacheTensor
-    length: int = 0  # positions [0, length) hold valid entries
-
-    @classmethod
-    def allocate(cls, cfg, max_ctx: int, device: str | torch.device, k_type: str | torch.dtype,
-                 v_type: str | torch.dtype | None = None) -> "KVCache":
-        """A cache for `max_ctx` positions of every layer; V in K's type unless given."""
-        k_kind = cache_type(k_type)
-        v_kind = k_kind if v_type is None else cache_type(v_type)
-        dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim)
-        return cls(CacheTensor.allocate(k_kind, *dims, device), CacheTensor.allocate(v_kind, *dims, device))
 
     def layer(self, i: int) -> tuple[CacheLayer, CacheLayer]:
         return self.k.layer(i), self.v.layer(i)
 
     @property
     def max_ctx(self) -> int:
-        return self.k.data.shape[2]
+        return self.k.data.shape[-2]
 
     @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
+
+def _kinds(k_type: str | torch.dtype, v_type: str | torch.dtype | None) -> tuple[CacheType, CacheType]:
+    k_kind = cache_type(k_type)
+    return k_kind, k_kind if v_type is None else cache_type(v_type)
+
+
+@dataclass
+class KVCache(_KV):
+    length: int = 0  # positions [0, length) hold valid entries
+
+    @classmethod
+    def allocate(cls, cfg, max_ctx: int, device: str | torch.device, k_type: str | torch.dtype,
+                 v_type: str | torch.dtype | None = None) -> "KVCache":
+        """A cache for `max_ctx` positions of every layer; V in K's type unless given."""
+        k_kind, v_kind = _kinds(k_type, v_type)
+        dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim)
+        return cls(CacheTensor.allocate(k_kind, *dims, device), CacheTensor.allocate(v_kind, *dims, device))
+
     @property
     def row_bytes(self) -> int:
         """Bytes of K and V of one position, all layers (scales included): what attention reads per cached token."""
         return self.nbytes // self.max_ctx
+
+
+@dataclass
+class KVPool(_KV):
+    """Caches of `n_slots` sequences in one allocation, K and V (n_layers, n_slots, n_kv, max_ctx, ...).
+
+    `slots[s]` is slot s as a plain `KVCache` view with a length of its own (prefill and the
+    single-sequence code run on it unchanged); `layer(i)` gives pooled layers (n_slots, n_kv, ...)
+    for the batched decode step, which reads and writes each row's own slot.
+    """
+
+    slots: list[KVCache] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = [KVCache(self.k.slot(s), self.v.slot(s)) for s in range(self.k.data.shape[1])]
+
+    @classmethod
+    def allocate(cls, cfg, max_ctx: int, n_slots: int, device: str | torch.device, k_type: str | torch.dtype,
+                 v_type: str | torch.dtype | None = None) -> "KVPool":
+        k_kind, v_kind = _kinds(k_type, v_type)
+        dims = (cfg.n_layers, cfg.n_kv_heads, max_ctx, cfg.head_dim, device, n_slots)
+        return cls(CacheTensor.allocate(k_kind, *dims), CacheTensor.allocate(v_kind, *dims))
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.slots)
 
 
 def bytes_per_token(cfg, k_type: str, v_type: str) -> float:

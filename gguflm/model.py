@@ -73,12 +73,13 @@ class Model:
         return self.backend.prefill(tokens, self.backend.new_cache(len(tokens)))
 
     def new_engine(self, ctx: int | None = None, graphs: bool | None = None, cache_type_k: str | None = None,
-                   cache_type_v: str | None = None) -> Engine:
+                   cache_type_v: str | None = None, slots: int = 1) -> Engine:
         """An engine with a cache of its own: `ctx` tokens (default: the model's, capped to fit), K and V
-        in the model's cache types unless given (f32, f16, bf16, q8_0, q4_0)."""
+        in the model's cache types unless given (f32, f16, bf16, q8_0, q4_0); `slots` sequences of `ctx`
+        tokens each, decoded together (serving)."""
         k, v = self.cache_types
         return Engine(self.backend, self.tokenizer if self.has_tokenizer else None, ctx=ctx, graphs=graphs,
-                      cache_type_k=cache_type_k or k, cache_type_v=cache_type_v or v)
+                      cache_type_k=cache_type_k or k, cache_type_v=cache_type_v or v, slots=slots)
 
     def stream(
         self,

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from gguflm.quants import PackedWeight
 
 # fp32 rows expanded at a time: a whole expanded matrix (a 128k-vocab head is 1 GiB) would be
-# allocated and page-faulted afresh on every call; chunks under glibc's mmap threshold are reused.
-EXPAND_BYTES = 16 << 20
+# allocated and page-faulted afresh on every call; chunks under glibc's mmap threshold are reused,
+# and a block that stays in a core's L2 cache is read from there by every row of a batched step.
+EXPAND_BYTES = 1 << 20
 
 # ---------------------------------------------------------------------------- matrices
 
@@ -29,6 +30,20 @@ def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -
     out = torch.empty(x.shape[:-1] + (n,), dtype=torch.float32, device=x.device)
     for a in range(0, n, step):
         out[..., a : a + step] = F.linear(x, w.rows(slice(a, a + step)).dequantize())
+    return out if bias is None else out + bias
+
+
+def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`linear` with each row of x (B, K) multiplied as a (1, K) product of its own: bit for bit what
+    `linear` gives that row alone, whatever the other rows (a matmul's summation order depends on its
+    M). The weight is still expanded once per block of rows and read by every row from there."""
+    x = x.float()
+    b, (n, k) = x.shape[0], w.shape
+    step = n if w.fmt.torch_dtype == torch.float32 else max(1, EXPAND_BYTES // (4 * k))
+    out = torch.empty((b, n), dtype=torch.float32, device=x.device)
+    for a in range(0, n, step):
+        part = w.dequantize() if step >= n else w.rows(slice(a, a + step)).dequantize()  # (n', K)
+        out[:, a : a + step] = torch.bmm(x[:, None, :], part.t().expand(b, k, part.shape[0]))[:, 0]
     return out if bias is None else out + bias
 
 
@@ -137,10 +152,16 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     (None: everything). Returns (T, n_heads * hd).
     """
     t, n_heads, hd = q.shape
-    group = n_heads // keys.shape[0]
+    n_kv = keys.shape[0]
+    group = n_heads // n_kv
+    scale = 1.0 / math.sqrt(hd) if scale is None else scale
+    if t == 1:  # one query (decode): the grouped heads share their K/V without copies, the softmax written out
+        scores = torch.bmm(q.float().reshape(n_kv, group, hd), keys.float().transpose(1, 2)) * scale  # (n_kv, g, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.bmm(torch.softmax(scores, dim=-1), values.float()).reshape(1, n_heads * hd)
     keys = keys.float().repeat_interleave(group, dim=0)  # (n_heads, S, hd)
     values = values.float().repeat_interleave(group, dim=0)
-    scale = 1.0 / math.sqrt(hd) if scale is None else scale
     out = F.scaled_dot_product_attention(q.float().transpose(0, 1), keys, values, attn_mask=mask, scale=scale)
     return out.transpose(0, 1).reshape(t, n_heads * hd)  # (T, n_heads * hd)
 

@@ -1,4 +1,5 @@
-"""Token sampling as llama.cpp chains it: penalties, top-k, top-p, min-p, temperature, then a seeded draw.
+"""Token sampling as llama.cpp chains it: penalties (repeat, frequency, presence), top-k, top-p, min-p,
+temperature, then a seeded draw.
 
 Every step is a tensor op on the logits' device with the parameters as tensors, so a caller
 can run it without a host sync, and inside a CUDA graph. There temperature, top-p, min-p and the
@@ -14,7 +15,8 @@ import torch
 
 from gguflm.sampling_params import GREEDY, SamplingParams
 
-__all__ = ["GREEDY", "SamplerTensors", "SamplingParams", "apply_repeat_penalty", "pick", "sample", "seed_generator"]
+__all__ = ["GREEDY", "Sampler", "SamplerTensors", "SamplingParams", "apply_penalties", "apply_repeat_penalty",
+           "pick", "sample", "seed_generator", "token_counts"]
 
 
 @dataclass
@@ -26,6 +28,8 @@ class SamplerTensors:
     top_p: torch.Tensor
     min_p: torch.Tensor
     repeat_penalty: torch.Tensor
+    frequency_penalty: torch.Tensor
+    presence_penalty: torch.Tensor
 
     @classmethod
     def from_params(cls, p: SamplingParams, device: str | torch.device) -> "SamplerTensors":
@@ -33,11 +37,13 @@ class SamplerTensors:
             return torch.tensor(float(x), dtype=torch.float32, device=device)
 
         top_k = torch.tensor(p.top_k, dtype=torch.long, device=device)
-        return cls(f32(p.temperature), top_k, f32(p.top_p), f32(p.min_p), f32(p.repeat_penalty))
+        return cls(f32(p.temperature), top_k, f32(p.top_p), f32(p.min_p), f32(p.repeat_penalty),
+                   f32(p.frequency_penalty), f32(p.presence_penalty))
 
     def copy_from(self, p: SamplingParams) -> None:
         """Update in place (no re-allocation, so a captured graph sees the new values)."""
-        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"):
+        for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty",
+                     "presence_penalty"):
             getattr(self, name).fill_(getattr(p, name))
 
 
@@ -50,6 +56,25 @@ def seed_generator(gen: torch.Generator, seed: int | None) -> torch.Generator:
     return gen
 
 
+@dataclass
+class Sampler:
+    """One sequence's sampling: its parameters, their tensors and its own generator, seeded once, so a
+    seeded request draws the same tokens whatever else runs beside it."""
+
+    params: SamplingParams
+    tensors: SamplerTensors
+    generator: torch.Generator
+
+    @classmethod
+    def new(cls, params: SamplingParams, device: str | torch.device) -> "Sampler":
+        generator = seed_generator(torch.Generator(device=device), params.seed)
+        return cls(params, SamplerTensors.from_params(params, device), generator)
+
+    def pick(self, logits: torch.Tensor, tokens: list[int]) -> int:
+        """One token id from logits (n_vocab,), the penalties reading the end of `tokens`."""
+        return pick(logits, self.params, self.tensors, tokens, self.generator)
+
+
 def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: list[int], gen: torch.Generator) -> int:
     """One token id from logits (n_vocab,) with the penalty reading the end of `tokens` (one host sync)."""
     if p.argmax_only:
@@ -59,12 +84,28 @@ def pick(logits: torch.Tensor, p: SamplingParams, t: SamplerTensors, tokens: lis
     return int(sample(logits, t, history, gen, top_k=p.top_k))
 
 
+def token_counts(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """How often each token id occurs in `history` ((R,) long, -1 = empty slot), shaped like logits."""
+    valid = history >= 0
+    return torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
+
+
 def apply_repeat_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     """Penalize each distinct token in `history` (R,) long, -1 = empty slot) once, as llama.cpp does."""
-    valid = history >= 0
-    counts = torch.zeros_like(logits).scatter_add_(0, history.clamp(min=0), valid.to(logits.dtype))
-    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(counts > 0, penalized, logits)
+    return _repeat(logits, token_counts(logits, history) > 0, penalty)
+
+
+def _repeat(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def apply_penalties(logits: torch.Tensor, history: torch.Tensor, t: SamplerTensors) -> torch.Tensor:
+    """llama.cpp's penalties over the tokens in `history`: the repeat penalty once per distinct token, then
+    count * frequency_penalty + presence_penalty subtracted."""
+    counts = token_counts(logits, history)
+    seen = counts > 0
+    return (_repeat(logits, seen, t.repeat_penalty) - counts * t.frequency_penalty
+            - seen.to(logits.dtype) * t.presence_penalty)
 
 
 def sample(
@@ -79,7 +120,7 @@ def sample(
     `top_k` > 0 (a fixed value, e.g. baked into a CUDA graph) ranks only that many candidates with
     torch.topk instead of sorting the whole vocabulary; t.top_k must then not exceed it.
     """
-    logits = apply_repeat_penalty(logits.float(), history, t.repeat_penalty)
+    logits = apply_penalties(logits.float(), history, t)
     greedy = logits.argmax().reshape(1)
 
     if 0 < top_k < logits.shape[0]:

@@ -20,6 +20,8 @@ CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
     "repeat_penalty": (lambda v: 0.0 < v < math.inf, "a finite number above 0 (1 is off)"),
     "repeat_last_n": (lambda v: 0 <= v < 2**31, "0 or more, below 2^31"),
     "seed": (lambda v: 0 <= v < 2**63, "from 0 to 2^63 - 1"),
+    "frequency_penalty": (lambda v: -2.0 <= v <= 2.0, "from -2 to 2 (0 is off)"),
+    "presence_penalty": (lambda v: -2.0 <= v <= 2.0, "from -2 to 2 (0 is off)"),
 }
 
 
@@ -44,6 +46,8 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1.0: off
     repeat_last_n: int = 64
     seed: int | None = None
+    frequency_penalty: float = 0.0  # subtracted once per occurrence in the window; 0.0: off
+    presence_penalty: float = 0.0  # subtracted once per token present in the window; 0.0: off
 
     def __post_init__(self) -> None:
         for field in CHECKS:
@@ -56,14 +60,18 @@ class SamplingParams:
         return self.temperature <= 0
 
     @property
+    def penalized(self) -> bool:
+        return self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+
+    @property
     def argmax_only(self) -> bool:
-        """Greedy with the penalty off: an argmax, no sort, no random draw."""
-        return self.greedy and self.repeat_penalty == 1.0
+        """Greedy with the penalties off: an argmax, no sort, no random draw."""
+        return self.greedy and not self.penalized
 
     @property
     def penalty_window(self) -> int:
-        """How many recent tokens the penalty reads: 0 when it is off."""
-        return 0 if self.repeat_penalty == 1.0 else self.repeat_last_n
+        """How many recent tokens the penalties read: 0 when they are off."""
+        return self.repeat_last_n if self.penalized else 0
 
     @classmethod
     def greedy_params(cls) -> "SamplingParams":

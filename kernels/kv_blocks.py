@@ -72,14 +72,44 @@ def load_tile(ptr, s_ptr, rows, rmask, s_row, s_srow, offs_d, dmask, KIND: tl.co
     return x
 
 
+@triton.jit
+def slot_row(slot_ptr, row, kc_ptr, ks_ptr, vc_ptr, vs_ptr, s_kc, s_ks, s_vc, s_vs):
+    """The K and V data and scale pointers of the pooled-cache slot that batch row `row` reads and writes."""
+    slot = tl.load(slot_ptr + row).to(tl.int64)
+    return kc_ptr + slot * s_kc, ks_ptr + slot * s_ks, vc_ptr + slot * s_vc, vs_ptr + slot * s_vs
+
+
 def layer_args(layer) -> tuple[torch.Tensor, torch.Tensor, int, int, int, int]:
-    """(data, scales, data strides (head, position), scale strides) of a cache layer, as the kernels take them."""
+    """(data, scales, data strides (head, position), scale strides) of a cache layer, as the kernels take them;
+    for a pooled layer (n_slots, n_kv, ...), those of one slot."""
     scale = layer.data if layer.scale is None else layer.scale  # an unread stand-in for float caches
-    return layer.data, scale, layer.data.stride(0), layer.data.stride(1), scale.stride(0), scale.stride(1)
+    d, sc = layer.data.stride(), scale.stride()
+    return layer.data, scale, d[-3], d[-2], sc[-3], sc[-2]
 
 
-def check_layer(layer, name: str, head_dim: int) -> None:
-    if layer.head_dim != head_dim or layer.data.stride(2) != 1:
+def slot_strides(layer) -> tuple[int, int]:
+    """(data, scale) strides between the slots of a pooled layer (n_slots, n_kv, max_ctx, ...); 0, 0 for a plain one."""
+    if layer.data.dim() == 3:
+        return 0, 0
+    scale = layer.data if layer.scale is None else layer.scale
+    return layer.data.stride(0), scale.stride(0)
+
+
+def check_layer(layer, name: str, head_dim: int, pooled: bool = False) -> None:
+    dims = 4 if pooled else 3
+    if layer.data.dim() != dims:
+        raise ValueError(f"{name} must be a {'pooled ' if pooled else ''}cache layer of {dims} dimensions, "
+                         f"got {tuple(layer.data.shape)}")
+    if layer.head_dim != head_dim or layer.data.stride(-1) != 1:
         raise ValueError(f"{name} must hold heads of {head_dim} with unit stride, got {tuple(layer.data.shape)}")
-    if layer.kind.quantized and (head_dim % 32 or layer.scale.stride(2) != 1):
+    if layer.kind.quantized and (head_dim % 32 or layer.scale.stride(-1) != 1):
         raise ValueError(f"a {layer.kind.name} {name} needs a head size that is a multiple of 32")
+
+
+def check_rows(pos: torch.Tensor, slots: torch.Tensor | None, rows: int, device: torch.device) -> None:
+    """pos: (1,) int32 for one sequence; with slots, pos and slots (rows,) int32 (row b's position and slot)."""
+    n = 1 if slots is None else rows
+    for name, t in (("pos", pos), ("slots", slots)):
+        if t is not None and (t.dtype != torch.int32 or t.shape != (n,) or t.device != device or t.stride(0) != 1):
+            raise ValueError(f"{name} must be a contiguous int32 tensor of {n} element(s) on the device, "
+                             f"got {t.dtype} {tuple(t.shape)}")

@@ -14,7 +14,7 @@ import triton.language as tl
 from gguflm.kv_cache import CacheLayer
 from gguflm.ops import Rope
 
-from .kv_blocks import check_layer, kind_of, layer_args, store_head
+from .kv_blocks import check_layer, check_rows, kind_of, layer_args, slot_row, slot_strides, store_head
 from .settings import ROPE_WARPS
 
 
@@ -38,13 +38,14 @@ def _head(base, nw_ptr, e, emask, partner, sign, rot, cos, sin, eps, HD: tl.cons
 
 
 @triton.jit
-def _rope_cache_kernel(qkv_ptr, pos_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+def _rope_cache_kernel(qkv_ptr, pos_ptr, slot_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
                        n_head, n_kv, max_ctx, s_qkv, s_q0, s_q1, s_kc0, s_kc1, s_ks0, s_ks1,
-                       s_vc0, s_vc1, s_vs0, s_vs1, inv_pos_scale, log2_base, eps,
+                       s_vc0, s_vc1, s_vs0, s_vs1, s_kcs, s_kss, s_vcs, s_vss, inv_pos_scale, log2_base, eps,
                        HD: tl.constexpr, ROT: tl.constexpr, BLOCK_D: tl.constexpr, NEOX: tl.constexpr,
                        HAS_FF: tl.constexpr, HAS_QN: tl.constexpr, HAS_KN: tl.constexpr,
-                       K_KIND: tl.constexpr, V_KIND: tl.constexpr):
-    """Grid (M, n_head + n_kv); token m sits at position pos[0] + m.
+                       K_KIND: tl.constexpr, V_KIND: tl.constexpr, BATCH: tl.constexpr):
+    """Grid (M, n_head + n_kv). One sequence: token m sits at position pos[0] + m. BATCH: row m is a
+    sequence of its own, at position pos[m] of cache slot slot[m] (slot strides s_kcs .. s_vss).
 
     qkv (M, (n_head + 2 n_kv) * HD): program h < n_head rotates q head h into q (M, n_head, HD);
     program n_head + j rotates k head j into the K cache at [j, pos] and stores v head j into the V
@@ -53,7 +54,12 @@ def _rope_cache_kernel(qkv_ptr, pos_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr, kc_ptr, 
     """
     m = tl.program_id(0)
     h = tl.program_id(1)
-    pos = tl.load(pos_ptr) + m
+    if BATCH:
+        pos = tl.load(pos_ptr + m)
+        kc_ptr, ks_ptr, vc_ptr, vs_ptr = slot_row(slot_ptr, m, kc_ptr, ks_ptr, vc_ptr, vs_ptr, s_kcs, s_kss, s_vcs,
+                                                  s_vss)
+    else:
+        pos = tl.load(pos_ptr) + m
     HALF: tl.constexpr = ROT // 2
     e = tl.arange(0, BLOCK_D)
     emask = e < HD
@@ -95,27 +101,31 @@ def _rope_cache_kernel(qkv_ptr, pos_ptr, ff_ptr, qn_ptr, kn_ptr, q_ptr, kc_ptr, 
 def rope_and_cache(qkv: torch.Tensor, pos: torch.Tensor, k_cache: CacheLayer | torch.Tensor,
                    v_cache: CacheLayer | torch.Tensor, rope: Rope, *, n_head: int,
                    q_out: torch.Tensor | None = None, q_norm: torch.Tensor | None = None,
-                   k_norm: torch.Tensor | None = None, norm_eps: float = 1e-6) -> torch.Tensor:
+                   k_norm: torch.Tensor | None = None, norm_eps: float = 1e-6,
+                   slots: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate q and k of a fused qkv (N,) or (M, N) at positions pos[0] + m; write k, v to the caches.
 
     pos: int32 device tensor (1,). Caches: one layer each (`CacheLayer`, any cache type; a plain
     (n_kv, max_ctx, head_dim) float tensor is taken as one). q_norm/k_norm (head_dim,): per-head
     RMSNorm before rotation (Qwen3). Returns q (n_head, hd) or (M, n_head, hd): q_out, or by
     default the q part of qkv rotated in place.
+    With `slots` (M,) int32 (a batch of sequences): the caches are pooled layers (n_slots, n_kv,
+    max_ctx, ...) and row m is written at position pos[m] (pos is (M,)) of slot slots[m].
     """
     k_layer, v_layer = (c if isinstance(c, CacheLayer) else CacheLayer.of(c) for c in (k_cache, v_cache))
     hd = rope.head_dim
-    check_layer(k_layer, "the K cache", hd)
-    check_layer(v_layer, "the V cache", hd)
-    n_kv, max_ctx = k_layer.data.shape[:2]
-    if v_layer.data.shape[:2] != (n_kv, max_ctx):
-        raise ValueError("the K and V caches must have the same heads and length")
+    check_layer(k_layer, "the K cache", hd, pooled=slots is not None)
+    check_layer(v_layer, "the V cache", hd, pooled=slots is not None)
+    n_kv, max_ctx = k_layer.data.shape[-3:-1]
+    if v_layer.data.shape[:-1] != k_layer.data.shape[:-1]:
+        raise ValueError("the K and V caches must have the same slots, heads and length")
     n_qkv = (n_head + 2 * n_kv) * hd
     if qkv.dim() not in (1, 2) or qkv.shape[-1] != n_qkv or qkv.stride(-1) != 1:
         raise ValueError(f"qkv must be ({n_qkv},) or (M, {n_qkv}) with unit last stride, "
                          f"got {tuple(qkv.shape)}")
-    if pos.dtype != torch.int32 or pos.numel() != 1 or pos.device != qkv.device:
-        raise ValueError("pos must be a one-element int32 tensor on qkv's device")
+    if slots is not None and qkv.dim() != 2:
+        raise ValueError("a batch (slots given) needs qkv (M, N)")
+    check_rows(pos, slots, qkv.shape[0], qkv.device)
     if rope.freq_factors is not None and rope.freq_factors.device != qkv.device:
         raise ValueError("rope freq_factors must be on qkv's device")
     for name, w in (("q_norm", q_norm), ("k_norm", k_norm)):
@@ -133,14 +143,14 @@ def rope_and_cache(qkv: torch.Tensor, pos: torch.Tensor, k_cache: CacheLayer | t
     kc, ks, s_kc0, s_kc1, s_ks0, s_ks1 = layer_args(k_layer)
     vc, vs, s_vc0, s_vc1, s_vs0, s_vs1 = layer_args(v_layer)
     _rope_cache_kernel[(m, n_head + n_kv)](
-        qkv2, pos, kc if rope.freq_factors is None else rope.freq_factors,
+        qkv2, pos, pos if slots is None else slots, kc if rope.freq_factors is None else rope.freq_factors,
         kc if q_norm is None else q_norm, kc if k_norm is None else k_norm,
         q3, kc, ks, vc, vs, n_head, n_kv, max_ctx, qkv2.stride(0), q3.stride(0), q3.stride(1),
-        s_kc0, s_kc1, s_ks0, s_ks1, s_vc0, s_vc1, s_vs0, s_vs1,
+        s_kc0, s_kc1, s_ks0, s_ks1, s_vc0, s_vc1, s_vs0, s_vs1, *slot_strides(k_layer), *slot_strides(v_layer),
         1.0 / rope.pos_scale, math.log2(rope.base), float(norm_eps),
         HD=hd, ROT=rope.rot_dim, BLOCK_D=max(triton.next_power_of_2(hd), 32 if k_layer.kind.quantized
                                              or v_layer.kind.quantized else 1),
         NEOX=rope.mode == "neox", HAS_FF=rope.freq_factors is not None,
         HAS_QN=q_norm is not None, HAS_KN=k_norm is not None, K_KIND=kind_of(k_layer), V_KIND=kind_of(v_layer),
-        num_warps=ROPE_WARPS, enable_fp_fusion=False)
+        BATCH=slots is not None, num_warps=ROPE_WARPS, enable_fp_fusion=False)
     return q_out

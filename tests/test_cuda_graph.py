@@ -99,3 +99,25 @@ def test_bench_on_the_gpu_reports_a_graph_speedup(model):
         assert d.tok_s > 0 and d.tok_s_eager > 0 and d.graph_speedup is not None and d.graph_speedup > 0
         assert 0 < d.fraction_of_copy_bw
     assert all(p.tok_s > 0 for p in report.prefill)
+
+
+@pytest.mark.parametrize("kind", [None, "q8_0"])
+def test_batched_step_graphs_per_bucket_give_each_sequence_its_lone_tokens(model, kind):
+    """Rows of a captured batched step (buckets 2 and 4 here) are the tokens each prompt gets alone."""
+    if kind and model.config.head_dim % 32:
+        pytest.skip("a q8_0 cache needs a head size that is a multiple of 32")
+    prompts = [PROMPT, PROMPT[:3] + [250], [1, 400, 401, 402, 403], [1, 9]]
+    engine = model.new_engine(ctx=128, slots=4, cache_type_k=kind, cache_type_v=kind)
+    out = {}
+    for step in range(12):
+        if step in (0, 3):  # two prompts, then two more join: buckets 2, then 4
+            for i in ((0, 1) if step == 0 else (2, 3)):
+                out[i] = [int(engine.start(i, prompts[i]).argmax())]
+        live = sorted(out)
+        logits = engine.step(live, [out[i][-1] for i in live])
+        for b, i in enumerate(live):
+            out[i].append(int(logits[b].argmax()))
+    assert sorted(engine._batch_graphs.graphs) == [2, 4] and not engine._batch_graphs.failed
+    for i, p in enumerate(prompts):
+        lone = model.new_engine(ctx=128, cache_type_k=kind, cache_type_v=kind)
+        assert out[i] == run(lone, p, len(out[i]))

@@ -181,5 +181,5 @@ def test_a_cache_larger_than_free_memory_is_refused_before_allocating(model, mon
     import gguflm.engine as engine_module
 
     monkeypatch.setattr(engine_module, "free_memory", lambda device: 10_000)
-    with pytest.raises(GGUFLMError, match="a 1000-token KV cache needs .* but 9.77 KiB of memory is free"):
+    with pytest.raises(GGUFLMError, match="a KV cache of 1 x 1000 tokens needs .* but 9.77 KiB of memory is free"):
         model.new_engine(ctx=1000)

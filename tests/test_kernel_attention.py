@@ -79,3 +79,29 @@ def test_default_scale_is_inverse_sqrt_head_dim():
     pos = torch.tensor([7], dtype=torch.int32, device=ku.DEVICE)
     torch.testing.assert_close(attention_decode(q, k, v, pos),
                                attention_decode(q, k, v, pos, sm_scale=1 / math.sqrt(32)))
+
+
+@pytest.mark.parametrize("kind", ["f16", "f32", "q8_0", "q4_0"])
+def test_attention_decode_batch_rows_read_their_own_slot_and_length(kind):
+    """Each row as the one-sequence kernel computes it over its slot, bit for bit; other rows never matter."""
+    from gguflm.kv_cache import CacheTensor, cache_type
+
+    n_kv, group, hd, max_ctx, n_slots = 2, 2, 32, 150, 4
+    pools = []
+    for seed in (1, 2):
+        layer = CacheTensor.allocate(cache_type(kind), 1, n_kv, max_ctx, hd, ku.DEVICE, n_slots=n_slots).layer(0)
+        for s in range(n_slots):
+            layer.slot(s).write(torch.arange(max_ctx, device=ku.DEVICE), ku.rand(max_ctx, n_kv, hd, seed=10 * seed + s))
+        pools.append(layer)
+    k_pool, v_pool = pools
+    q = ku.rand(3, n_kv * group, hd, seed=5)
+    positions = torch.tensor([64, 0, 149], dtype=torch.int32, device=ku.DEVICE)
+    slots = torch.tensor([2, 2, 0], dtype=torch.int32, device=ku.DEVICE)  # two rows may read one slot
+    out = attention_decode(q, k_pool, v_pool, positions, out=ku.poisoned(q.shape), slots=slots)
+    for b in range(3):
+        s = int(slots[b])
+        alone = attention_decode(q[b].clone(), k_pool.slot(s), v_pool.slot(s), positions[b : b + 1].clone())
+        assert torch.equal(out[b], alone)
+        tol = TOL[torch.float32 if kind == "f32" else torch.float16]
+        torch.testing.assert_close(out[b], attention_decode_ref(q[b], k_pool.slot(s), v_pool.slot(s),
+                                                                positions[b : b + 1]), **tol)

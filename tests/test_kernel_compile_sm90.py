@@ -99,22 +99,26 @@ def _compile_all() -> dict:
                    stride_rm="i32", stride_om="i32")
     out["gemv-reduce"] = _compile(gemv._reduce_kernel, types_r,
                                   dict(SPLIT_K=4, BLOCK=1024, GLU=False, HAS_BIAS=True, HAS_RES=True), ())
-    for group, hd, cache in ATTN_CASES:
-        strides = ("s_q", "s_k0", "s_k1", "s_ks0", "s_ks1", "s_v0", "s_v1", "s_vs0", "s_vs1")
+    for group, hd, cache, batch in ATTN_CASES:
+        strides = ("s_qb", "s_q", "s_k0", "s_k1", "s_ks0", "s_ks1", "s_v0", "s_v1", "s_vs0", "s_vs1")
+        slot_strides = ("s_kslot", "s_ksslot", "s_vslot", "s_vsslot")
         types = {n: "i32" for n in ("n_head", "max_ctx", *strides)}
+        types.update({n: "i64" for n in slot_strides})  # a pool of long contexts passes 2^31 elements
         types.update(q_ptr="*fp32", kc_ptr=f"*{CACHE_PTR[cache]}", vc_ptr=f"*{CACHE_PTR[cache]}", ks_ptr="*fp16",
-                     vs_ptr="*fp16", pos_ptr="*i32", acc_ptr="*fp32", ml_ptr="*fp32", qk_scale="fp32")
+                     vs_ptr="*fp16", pos_ptr="*i32", slot_ptr="*i32", acc_ptr="*fp32", ml_ptr="*fp32",
+                     qk_scale="fp32")
         dot = dict(bf16=tl.bfloat16, fp32=tl.float32).get(cache, tl.float16)
         kind = dict(q8_0=1, q4_0=2).get(cache, 0)
         block_t, splits = settings.attention_config(8, 8192, 132, (CACHE_KIND[cache],) * 2)  # 8 KV heads
-        out[f"attn-{group}-{hd}-{cache}"] = _compile(
+        out[attn_name(group, hd, cache, batch)] = _compile(
             attn._attn_split_kernel, types,
             dict(GROUP=group, HD=hd, BLOCK_G=16, BLOCK_D=max(16, hd), BLOCK_T=block_t, NUM_SPLITS=splits, DOT_TY=dot,
-                 PREC="ieee" if cache == "fp32" else "tf32", K_KIND=kind, V_KIND=kind),
-            ("q_ptr", "kc_ptr", "vc_ptr", "ks_ptr", "vs_ptr", *strides),
+                 PREC="ieee" if cache == "fp32" else "tf32", K_KIND=kind, V_KIND=kind, BATCH=batch),
+            ("q_ptr", "kc_ptr", "vc_ptr", "ks_ptr", "vs_ptr", *strides, *slot_strides),
             num_warps=settings.ATTENTION_WARPS, num_stages=settings.ATTENTION_STAGES)
     out["attn-merge"] = _compile(attn._attn_merge_kernel,
-                                 dict(acc_ptr="*fp32", ml_ptr="*fp32", out_ptr="*fp32", n_head="i32", s_o="i32"),
+                                 dict(acc_ptr="*fp32", ml_ptr="*fp32", out_ptr="*fp32", n_head="i32", s_ob="i32",
+                                      s_o="i32"),
                                  dict(HD=128, NUM_SPLITS=33, BLOCK_S=64, BLOCK_D=128), ())
     types = dict(x_ptr="*fp16", qs_ptr="*i8", d_ptr="*fp16", out_ptr="*fp16", M="i32", N="i32",
                  K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
@@ -131,12 +135,13 @@ def _compile_all() -> dict:
     strides = ("s_qkv", "s_q0", "s_q1", "s_kc0", "s_kc1", "s_ks0", "s_ks1", "s_vc0", "s_vc1", "s_vs0", "s_vs1")
     for name, (cache, consts) in ROPE_CASES.items():
         types = {n: "i32" for n in ("n_head", "n_kv", "max_ctx", *strides)}
-        types.update(qkv_ptr="*fp32", pos_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32", kn_ptr="*fp32",
-                     q_ptr="*fp32", kc_ptr=f"*{CACHE_PTR[cache]}", vc_ptr=f"*{CACHE_PTR[cache]}", ks_ptr="*fp16",
-                     vs_ptr="*fp16", inv_pos_scale="fp32", log2_base="fp32", eps="fp32")
+        types.update({n: "i64" for n in ("s_kcs", "s_kss", "s_vcs", "s_vss")})
+        types.update(qkv_ptr="*fp32", pos_ptr="*i32", slot_ptr="*i32", ff_ptr="*fp32", qn_ptr="*fp32",
+                     kn_ptr="*fp32", q_ptr="*fp32", kc_ptr=f"*{CACHE_PTR[cache]}", vc_ptr=f"*{CACHE_PTR[cache]}",
+                     ks_ptr="*fp16", vs_ptr="*fp16", inv_pos_scale="fp32", log2_base="fp32", eps="fp32")
         kind = dict(q8_0=1, q4_0=2).get(cache, 0)
-        out[name] = _compile(rope._rope_cache_kernel, types, dict(consts, HD=128, BLOCK_D=128, K_KIND=kind,
-                                                                  V_KIND=kind),
+        out[name] = _compile(rope._rope_cache_kernel, types, dict(dict(BATCH=False) | consts, HD=128, BLOCK_D=128,
+                                                                  K_KIND=kind, V_KIND=kind),
                              (), num_warps=1, enable_fp_fusion=False)
     return out
 
@@ -144,9 +149,15 @@ def _compile_all() -> dict:
 # (N, K, gate+up, residual, bias); the last: Qwen2.5-7B's QKV, K not a multiple of 1024
 GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False),
               (128256, 2048, False, False, False), (256, 4096, False, False, False), (4608, 3584, False, False, True)]
-# (group, head size, cache type); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher
-ATTN_CASES = [(4, 128, "fp16"), (8, 64, "bf16"), (1, 128, "fp32"), (4, 128, "fp32"), (2, 8, "fp16"),
-              (4, 128, "q8_0"), (4, 64, "q8_0"), (4, 128, "q4_0")]
+# (group, head size, cache type, batch); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher;
+# batch: per-row lengths and cache slots (serving)
+ATTN_CASES = [(4, 128, "fp16", False), (8, 64, "bf16", False), (1, 128, "fp32", False), (4, 128, "fp32", False),
+              (2, 8, "fp16", False), (4, 128, "q8_0", False), (4, 64, "q8_0", False), (4, 128, "q4_0", False),
+              (4, 128, "fp16", True), (4, 128, "q8_0", True)]
+
+
+def attn_name(group, hd, cache, batch):
+    return f"attn-{group}-{hd}-{cache}" + ("-batch" if batch else "")
 CACHE_PTR = dict(fp16="fp16", bf16="bf16", fp32="fp32", q8_0="i8", q4_0="u8")
 CACHE_KIND = dict(fp16="f16", bf16="bf16", fp32="f32", q8_0="q8_0", q4_0="q4_0")  # gguflm.kv_cache names
 ROPE_CASES = {  # Qwen3: q/k norms, partial rotation; llama: adjacent pairs, the whole head; quantized stores
@@ -154,6 +165,9 @@ ROPE_CASES = {  # Qwen3: q/k norms, partial rotation; llama: adjacent pairs, the
     "rope-normal": ("fp16", dict(ROT=128, NEOX=False, HAS_FF=False, HAS_QN=False, HAS_KN=False)),
     "rope-q8_0": ("q8_0", dict(ROT=128, NEOX=False, HAS_FF=False, HAS_QN=False, HAS_KN=False)),
     "rope-q4_0": ("q4_0", dict(ROT=128, NEOX=True, HAS_FF=False, HAS_QN=True, HAS_KN=True)),
+    # serving: per-row positions and cache slots
+    "rope-batch": ("fp16", dict(ROT=128, NEOX=False, HAS_FF=False, HAS_QN=False, HAS_KN=False, BATCH=True)),
+    "rope-batch-q8_0": ("q8_0", dict(ROT=128, NEOX=True, HAS_FF=True, HAS_QN=True, HAS_KN=True, BATCH=True)),
 }
 
 
@@ -184,7 +198,7 @@ def test_q8_0_gemv_streams_with_16_byte_loads(compiled, n, k):
 
 @pytest.mark.parametrize("case", ATTN_CASES)
 def test_attention_compiles_without_spills(compiled, case):
-    _no_spills(compiled["attn-{}-{}-{}".format(*case)])
+    _no_spills(compiled[attn_name(*case)])
 
 
 def test_q8_gemm_uses_tensor_cores(compiled):

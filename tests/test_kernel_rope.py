@@ -110,3 +110,47 @@ def test_rope_config_rejects_bad_values():
         RopeConfig(head_dim=16, mode="gptj")
     with pytest.raises(ValueError, match="rot_dim"):
         RopeConfig(head_dim=16, rot_dim=18)
+
+
+def _pooled(kind, n_slots, n_kv, max_ctx, hd, seed):
+    from gguflm.kv_cache import CacheTensor, cache_type
+
+    layer = CacheTensor.allocate(cache_type(kind), 1, n_kv, max_ctx, hd, ku.DEVICE, n_slots=n_slots).layer(0)
+    for s in range(n_slots):
+        layer.slot(s).write(torch.arange(max_ctx, device=ku.DEVICE), ku.rand(max_ctx, n_kv, hd, seed=seed + s))
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["f16", "f32", "q8_0", "q4_0"])
+@pytest.mark.parametrize("mode", ["normal", "neox"])
+def test_rope_and_cache_batch_writes_each_row_at_its_own_slot_and_position(kind, mode):
+    """Row b at positions[b] of slot slots[b]: what the one-sequence kernel writes there, and nothing else."""
+    hd, n_head, n_kv, max_ctx, n_slots = 32, 4, 2, 12, 5
+    cfg = _cfg(hd, mode)
+    kc, vc = _pooled(kind, n_slots, n_kv, max_ctx, hd, seed=20), _pooled(kind, n_slots, n_kv, max_ctx, hd, seed=40)
+    qkv = ku.rand(3, (n_head + 2 * n_kv) * hd, seed=13)
+    positions = torch.tensor([7, 0, 11], dtype=torch.int32, device=ku.DEVICE)
+    slots = torch.tensor([3, 0, 4], dtype=torch.int32, device=ku.DEVICE)
+    expect_k, expect_v = ku.clone_layer(kc), ku.clone_layer(vc)
+    expect_q = []
+    for b in range(3):
+        one_k, one_v = expect_k.slot(int(slots[b])), expect_v.slot(int(slots[b]))
+        expect_q.append(rope_and_cache(qkv[b].clone(), positions[b : b + 1].clone(), one_k, one_v, cfg,
+                                       n_head=n_head, q_out=ku.poisoned((n_head, hd))))
+    q = rope_and_cache(qkv, positions, kc, vc, cfg, n_head=n_head, q_out=ku.poisoned((3, n_head, hd)), slots=slots)
+    assert torch.equal(q, torch.stack(expect_q))
+    for got, want in ((kc, expect_k), (vc, expect_v)):
+        assert torch.equal(got.data, want.data)
+        assert got.scale is None or torch.equal(got.scale, want.scale)
+
+
+def test_rope_and_cache_batch_checks_its_rows():
+    hd, n_head, n_kv = 16, 2, 1
+    cfg = _cfg(hd, "neox")
+    kc, vc = _pooled("f32", 2, n_kv, 8, hd, seed=1), _pooled("f32", 2, n_kv, 8, hd, seed=2)
+    qkv = ku.rand(2, (n_head + 2 * n_kv) * hd, seed=3)
+    one = torch.zeros(1, dtype=torch.int32, device=ku.DEVICE)
+    with pytest.raises(ValueError, match="pos must"):
+        rope_and_cache(qkv, one, kc, vc, cfg, n_head=n_head, slots=torch.zeros(2, dtype=torch.int32))
+    with pytest.raises(ValueError, match="pooled"):
+        rope_and_cache(qkv, one, kc.slot(0), vc.slot(0), cfg, n_head=n_head, slots=one)

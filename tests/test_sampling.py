@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gguflm.errors import GGUFLMError
-from gguflm.sampling import SamplerTensors, SamplingParams, apply_repeat_penalty, sample
+from gguflm.sampling import SamplerTensors, SamplingParams, apply_penalties, apply_repeat_penalty, sample
 
 EMPTY = torch.tensor([-1])
 
@@ -55,6 +55,19 @@ def test_repeat_penalty_divides_positive_and_multiplies_negative_once():
     logits = torch.tensor([2.0, -2.0, 1.0])
     out = apply_repeat_penalty(logits, torch.tensor([0, 1, 0, -1]), torch.tensor(2.0))
     assert out.tolist() == [1.0, -4.0, 1.0]
+    t = SamplerTensors.from_params(SamplingParams(repeat_penalty=2.0), "cpu")
+    assert apply_penalties(logits, torch.tensor([0, 1, 0, -1]), t).tolist() == out.tolist()  # the others off
+
+
+def test_frequency_counts_each_occurrence_and_presence_each_token():
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5])
+    t = SamplerTensors.from_params(SamplingParams(frequency_penalty=0.25, presence_penalty=0.5), "cpu")
+    out = apply_penalties(logits, torch.tensor([0, 1, 0, 0, -1]), t)
+    assert out.tolist() == [2.0 - 3 * 0.25 - 0.5, -2.0 - 0.25 - 0.5, 1.0, 0.5]
+    assert SamplingParams(temperature=0.0, presence_penalty=0.1).penalty_window == 64
+    assert not SamplingParams(temperature=0.0, frequency_penalty=0.1).argmax_only
+    with pytest.raises(GGUFLMError):
+        SamplingParams(presence_penalty=float("nan"))
 
 
 def test_repeat_penalty_changes_greedy_choice():

@@ -3,6 +3,8 @@
 A backend runs the transformer over a KV cache. `prefill` appends a run of tokens and returns
 their logits; `decode` appends one; `decode_step` is the graph-safe form of `decode` (token and
 position in device tensors, `cache.length` kept by the caller), so a CUDA graph can capture it.
+`decode_batch` is the same step for B sequences of a `KVPool`, each row at its own position in
+its own slot (serving); no row changes another's arithmetic.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
-from gguflm.kv_cache import KVCache
+from gguflm.kv_cache import KVCache, KVPool
 from gguflm.weights import ModelWeights
 
 
@@ -34,6 +36,12 @@ class Backend:
         by default in `cache_dtype`."""
         return KVCache.allocate(self.cfg, max_ctx, self.device, k_type or self.cache_dtype, v_type or self.cache_dtype)
 
+    def new_pool(self, max_ctx: int, n_slots: int, k_type: str | torch.dtype | None = None,
+                 v_type: str | torch.dtype | None = None) -> KVPool:
+        """`n_slots` caches of `max_ctx` positions in one allocation, typed as `new_cache`'s."""
+        return KVPool.allocate(self.cfg, max_ctx, n_slots, self.device, k_type or self.cache_dtype,
+                               v_type or self.cache_dtype)
+
     # ------------------------------------------------------------------ what each backend implements
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -46,6 +54,13 @@ class Backend:
 
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Graph-safe decode: token (1,) long and pos (1,) on the device; returns logits (n_vocab,)."""
+        raise NotImplementedError
+
+    def decode_batch(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                     pool: KVPool) -> torch.Tensor:
+        """Row b: tokens[b] written at positions[b] of slot slots[b], attending over that slot's rows
+        [0, positions[b]]; tokens (B,) long, positions and slots (B,) int32 on the device; returns
+        logits (B, n_vocab) fp32. Slot lengths are the caller's to keep."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared entry points

@@ -10,8 +10,7 @@ import torch
 
 from gguflm import ops
 from gguflm.backends.base import Backend
-from gguflm.kv_cache import KVCache
-from gguflm.weights import LayerWeights
+from gguflm.kv_cache import CacheLayer, KVCache, KVPool
 
 
 class ReferenceBackend(Backend):
@@ -26,7 +25,7 @@ class ReferenceBackend(Backend):
     def hidden(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
         start = cache.length
         positions = torch.arange(start, start + tokens.shape[0], device=self.device)
-        return self._layers(tokens, positions, cache, start + tokens.shape[0])
+        return self._layers(tokens, positions, self._attend_span(cache, positions, start + tokens.shape[0]))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return ops.linear(h, self.weights.output)  # (T, n_vocab)
@@ -35,31 +34,67 @@ class ReferenceBackend(Backend):
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Reads and writes the cache at `pos` only through tensors and attends over the whole
         (masked) cache, so shapes never change; the caller keeps `cache.length` up to date."""
-        return self.head(self._layers(token, pos.long(), cache, cache.max_ctx))[0]
+        positions = pos.long()
+        return self.head(self._layers(token, positions, self._attend_span(cache, positions, cache.max_ctx)))[0]
+
+    @torch.inference_mode()
+    def decode_batch(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                     pool: KVPool) -> torch.Tensor:
+        """Each row computed as `decode` computes it alone: products row by row (`ops.linear_rows`),
+        attention over its own slot. Reads positions and slots on the host (not graph-safe)."""
+        positions = positions.long()
+        h = self._layers(tokens.long(), positions, self._attend_rows(pool, positions, slots), ops.linear_rows)
+        return ops.linear_rows(h, self.weights.output)  # (B, n_vocab)
 
     # ------------------------------------------------------------------ the layers
 
-    def _layers(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, span: int) -> torch.Tensor:
-        """Tokens (T,) at `positions` (T,); attention reads cache rows [0, span) up to each position."""
+    def _layers(self, tokens: torch.Tensor, positions: torch.Tensor, attend, linear=ops.linear) -> torch.Tensor:
+        """Tokens (T,) at `positions` (T,); `attend(i, q, k, v)` stores k, v in layer i's cache and returns
+        the attention output (T, q_dim); `linear` multiplies by a weight."""
         cfg, w = self.cfg, self.weights
-        mask = ops.causal_mask(positions, span)  # (T, span)
         x = ops.embed(w.tok_embd, tokens)  # (T, dim)
         for i, layer in enumerate(w.layers):
-            x = x + self._attention(i, layer, ops.rmsnorm(x, layer.attn_norm, cfg.norm_eps), positions, mask, cache)
-            x = x + self._feed_forward(layer, ops.rmsnorm(x, layer.ffn_norm, cfg.norm_eps))
+            h = ops.rmsnorm(x, layer.attn_norm, cfg.norm_eps)
+            qkv = linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
+            q, k, v = ops.qkv_heads(qkv, positions, self.rope, cfg.n_heads, cfg.n_kv_heads,
+                                    layer.q_norm, layer.k_norm, cfg.norm_eps)
+            x = x + linear(attend(i, q, k, v), layer.wo)
+            h = ops.rmsnorm(x, layer.ffn_norm, cfg.norm_eps)
+            x = x + linear(ops.silu_mul(linear(h, layer.w_gate_up)), layer.w_down)
         return ops.rmsnorm(x, w.output_norm, cfg.norm_eps)
 
-    def _attention(self, i: int, layer: LayerWeights, h: torch.Tensor, positions: torch.Tensor,
-                   mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        cfg, span = self.cfg, mask.shape[1]
-        qkv = ops.linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
-        q, k, v = ops.qkv_heads(qkv, positions, self.rope, cfg.n_heads, cfg.n_kv_heads,
-                                layer.q_norm, layer.k_norm, cfg.norm_eps)
-        k_layer, v_layer = cache.layer(i)  # quantized as stored, when the cache type is a block format
-        k_layer.write(positions, k)
-        v_layer.write(positions, v)
-        out = ops.attention(q, k_layer.read(0, span), v_layer.read(0, span), mask)  # (T, q_dim)
-        return ops.linear(out, layer.wo)
+    @staticmethod
+    def _attend_span(cache: KVCache, positions: torch.Tensor, span: int):
+        """One sequence: queries at `positions` see cache rows [0, span) up to their own position."""
+        mask = ops.causal_mask(positions, span)  # (T, span)
 
-    def _feed_forward(self, layer: LayerWeights, h: torch.Tensor) -> torch.Tensor:
-        return ops.linear(ops.silu_mul(ops.linear(h, layer.w_gate_up)), layer.w_down)
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return store_and_attend(*cache.layer(i), positions, span, mask, q, k, v)
+
+        return attend
+
+    @staticmethod
+    def _attend_rows(pool: KVPool, positions: torch.Tensor, slots: torch.Tensor):
+        """A batch: row b is its own sequence in slot slots[b], attending as a lone decode step would
+        (the cache writes of all rows at once: a copy, or a quantization per 32-value block, per row). A row
+        sees every row of its span, so it needs no mask: an all-true one would leave every score as it is."""
+        rows = [(p + 1, s) for p, s in zip(positions.tolist(), slots.tolist())]
+        slots = slots.long()
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            k_pool, v_pool = pool.layer(i)
+            k_pool.write_rows(slots, positions, k)
+            v_pool.write_rows(slots, positions, v)
+            return torch.cat([ops.attention(q[b : b + 1], k_pool.slot(s).read(0, span), v_pool.slot(s).read(0, span))
+                              for b, (span, s) in enumerate(rows)])  # (B, q_dim)
+
+        return attend
+
+
+def store_and_attend(k_layer: CacheLayer, v_layer: CacheLayer, positions: torch.Tensor, span: int,
+                     mask: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Write k, v (T, n_kv, hd) at `positions` (quantized as stored, for a block cache type), then attend
+    q (T, n_heads, hd) over rows [0, span) under `mask`; -> (T, q_dim)."""
+    k_layer.write(positions, k)
+    v_layer.write(positions, v)
+    return ops.attention(q, k_layer.read(0, span), v_layer.read(0, span), mask)

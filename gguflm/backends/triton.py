@@ -1,7 +1,9 @@
 """The Triton backend: every decode op is a Triton kernel writing into preallocated buffers.
 
 `decode_step` reads its token and position from device tensors and writes only static buffers
-and the cache, so one CUDA graph can capture it. Prefill runs the GEMM launcher (Q8_0 tiles
+and the cache, so one CUDA graph can capture it. `decode_batch` runs the same layers over B rows,
+each at its own position in its own slot of a `KVPool` (the GEMVs take M rows; RoPE/cache store
+and decode attention read per-row positions and slots), for a graph per batch-size bucket. Prefill runs the GEMM launcher (Q8_0 tiles
 dequantized in SRAM, dense weights through cuBLAS) and torch SDPA with a lower-right causal mask.
 The layer loops read like the reference backend's: attention block, then feed-forward block.
 """
@@ -20,7 +22,7 @@ from gguflm.backends.base import Backend, check_room
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
 from gguflm.kernels import attention_decode, gemm, gemv, gemv_silu_mul, rmsnorm, rope_and_cache, supports
-from gguflm.kv_cache import CacheLayer, KVCache
+from gguflm.kv_cache import CacheLayer, KVCache, KVPool
 from gguflm.quants import PackedWeight
 from gguflm.weights import LayerWeights, ModelWeights
 
@@ -42,7 +44,8 @@ def check_kernels(weights: ModelWeights) -> None:
 
 @dataclass
 class DecodeBuffers:
-    """Static activations of one decode step: a captured graph reads and writes these addresses."""
+    """Activations of one decode step: a captured graph reads and writes these addresses.
+    A batch of B rows has each buffer with a leading (B,) dimension."""
 
     token: torch.Tensor  # (1,) long
     pos: torch.Tensor  # (1,) int32, the position the token is written at
@@ -55,13 +58,18 @@ class DecodeBuffers:
     logits: torch.Tensor  # (n_vocab,) fp32
 
     @classmethod
-    def allocate(cls, cfg: ModelConfig, device: torch.device) -> "DecodeBuffers":
+    def allocate(cls, cfg: ModelConfig, device: torch.device, rows: int | None = None) -> "DecodeBuffers":
+        """Zeroed buffers of one token; with `rows`, uninitialized ones of that many (every element is
+        written before it is read: inside a capture they come from the graph's pool, fixed)."""
+        lead = () if rows is None else (rows,)
+
         def f32(*shape: int) -> torch.Tensor:
-            return torch.zeros(shape, dtype=torch.float32, device=device)
+            make = torch.zeros if rows is None else torch.empty
+            return make((*lead, *shape), dtype=torch.float32, device=device)
 
         return cls(
-            token=torch.zeros(1, dtype=torch.long, device=device),
-            pos=torch.zeros(1, dtype=torch.int32, device=device),
+            token=torch.zeros(lead or 1, dtype=torch.long, device=device),
+            pos=torch.zeros(lead or 1, dtype=torch.int32, device=device),
             x=f32(cfg.dim),
             h=f32(cfg.dim),
             qkv=f32(cfg.q_dim + 2 * cfg.kv_dim),
@@ -107,27 +115,41 @@ class TritonBackend(Backend):
             self.buf.pos.copy_(pos)  # long -> int32 on the device
         return self._step(cache)
 
+    @torch.inference_mode()
+    def decode_batch(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                     pool: KVPool) -> torch.Tensor:
+        """Graph-safe: kernel launches only; the activations are allocated per call (fixed in a capture)."""
+        b = DecodeBuffers.allocate(self.cfg, self.device, rows=tokens.shape[0])
+        b.x.copy_(ops.embed(self.weights.tok_embd, tokens))
+        return self._layers(b, positions, pool.layer, slots)
+
     def _step(self, cache: KVCache) -> torch.Tensor:
         """All layers and the output head for buf.token at buf.pos: kernel launches only, no host sync."""
-        cfg, w, b = self.cfg, self.weights, self.buf
-        b.x.copy_(ops.embed(w.tok_embd, b.token)[0])
+        b = self.buf
+        b.x.copy_(ops.embed(self.weights.tok_embd, b.token)[0])
+        return self._layers(b, b.pos, cache.layer, None)
+
+    def _layers(self, b: DecodeBuffers, pos: torch.Tensor, cache_layer, slots: torch.Tensor | None) -> torch.Tensor:
+        """The decode layers and head over b.x: one token (slots None, caches `cache_layer(i)` plain) or a
+        batch (rows at positions pos (B,) of slots (B,), caches `cache_layer(i)` pooled); -> b.logits."""
+        cfg, w = self.cfg, self.weights
         for i, layer in enumerate(w.layers):
             rmsnorm(b.x, layer.attn_norm, cfg.norm_eps, out=b.h)
-            self._decode_attention(i, layer, cache)  # b.x += attention(b.h)
+            self._decode_attention(b, layer, *cache_layer(i), pos, slots)  # b.x += attention(b.h)
             rmsnorm(b.x, layer.ffn_norm, cfg.norm_eps, out=b.h)
             gemv_silu_mul(b.h, layer.w_gate_up, out=b.ff)
             gemv(b.ff, layer.w_down, residual=b.x, out=b.x)
         rmsnorm(b.x, w.output_norm, cfg.norm_eps, out=b.h)
         return gemv(b.h, w.output, out=b.logits)
 
-    def _decode_attention(self, i: int, layer: LayerWeights, cache: KVCache) -> None:
-        cfg, b = self.cfg, self.buf
-        k_layer, v_layer = cache.layer(i)
+    def _decode_attention(self, b: DecodeBuffers, layer: LayerWeights, k_layer: CacheLayer, v_layer: CacheLayer,
+                          pos: torch.Tensor, slots: torch.Tensor | None) -> None:
+        cfg = self.cfg
         gemv(b.h, layer.wqkv, bias=layer.bqkv, out=b.qkv)
-        rope_and_cache(b.qkv, b.pos, k_layer, v_layer, self.rope, n_head=cfg.n_heads, q_out=b.q,
-                       q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps)
-        attention_decode(b.q, k_layer, v_layer, b.pos, out=b.attn)
-        gemv(b.attn.view(cfg.q_dim), layer.wo, residual=b.x, out=b.x)
+        rope_and_cache(b.qkv, pos, k_layer, v_layer, self.rope, n_head=cfg.n_heads, q_out=b.q,
+                       q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=cfg.norm_eps, slots=slots)
+        attention_decode(b.q, k_layer, v_layer, pos, out=b.attn, slots=slots)
+        gemv(b.attn.view(*b.attn.shape[:-2], cfg.q_dim), layer.wo, residual=b.x, out=b.x)
 
     # ------------------------------------------------------------------ prefill
 
