@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gguflm.cli import options as o
-from gguflm.sampling import SamplingParams
+from gguflm.sampling_params import SamplingParams
 
 
 @o.option_groups

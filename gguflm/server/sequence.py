@@ -64,8 +64,8 @@ class Sequence:
         self.cancelled = False  # set by the HTTP side when the client goes away
         self.arrived = time.perf_counter()
         self.first_token_at: float | None = None
-        # generation from BOS alone drops the first piece's leading space, as `Engine.generate` does
-        self._decoder = tokenizer.stream(continuation=any(not tokenizer.is_special(t) for t in prompt))
+        # generated text keeps every piece's leading space, as llama-server's does
+        self._decoder = tokenizer.stream(continuation=True)
         self._stops = StopStrings(stop_strings)
         self._pending: list[TokenLogprob] = []
         self.final: Event | None = None  # the last event, once the sequence is done
