@@ -52,12 +52,13 @@ def gemv_config(n_out: int, k: int, elem_bytes: float, n_mats: int, num_sms: int
     """Tiles for an (n_out x n_mats, K) weight of `elem_bytes` per element (1 for Q8_0, 0.5 for the
     nibbles of 4/5-bit formats) on `num_sms` SMs.
 
-    Each step streams up to 1 KiB of each row; tiles of 0.5-8 KiB give every thread 16-32
+    Each step streams up to 1 KiB and 1024 weights of each row (more weights would cost x registers and
+    the K splits of short-N matrices); tiles of 0.5-8 KiB give every thread 16-32
     bytes (16-byte loads); >= 4 programs per SM keep every SM's memory pipe full, and K is
     split (second, deterministic pass) only when N is too small for that. K that is not a
     multiple of 128 takes a masked, slower path (real models' K are multiples of 128).
     """
-    widest = int(1024 / elem_bytes)
+    widest = min(1024, int(1024 / elem_bytes))
     block_k = widest
     while block_k > 128 and k % block_k:
         block_k //= 2
