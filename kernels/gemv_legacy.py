@@ -68,7 +68,7 @@ def _dot_rows(x_row, q_ptr, d_ptr, m_ptr, h_ptr, rows, rows2, stride_qn, stride_
     acc2 = tl.zeros((BLOCK_N, NB), dtype=tl.float32)
     for k in range(k_lo, k_hi, BLOCK_K):
         kx = k + offs_x
-        kq = k // 2 + offs_q
+        kq = tl.multiple_of(k // 2, 16) + offs_q   # k is a multiple of BLOCK_K: 16-byte aligned runs
         kb = k // 32 + offs_b
         if EVEN_K:
             xl = tl.load(x_row + kx).to(tl.float32)
