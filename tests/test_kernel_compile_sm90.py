@@ -142,6 +142,12 @@ def _compile_all() -> dict:
     out["gemm"] = _compile(gemm._q8_gemm_kernel, types, dict(cfg, DOT_TY=tl.float16),
                            ("x_ptr", "qs_ptr", "d_ptr", "out_ptr", "K", "s_xm", "s_qn", "s_dn", "s_om"),
                            num_warps=warps, num_stages=stages)
+    types = dict(x_ptr="*fp16", q_ptr="*u8", d_ptr="*fp16", m_ptr="*fp16", h_ptr="*i32", out_ptr="*fp16",
+                 M="i32", N="i32", K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
+    for fmt in NIBBLE_GEMM_FORMATS:
+        out[f"gemm-{fmt}"] = _compile(gemm._nibble_gemm_kernel, types, dict(cfg, DOT_TY=tl.float16, **specs[fmt]),
+                                      ("x_ptr", "q_ptr", "d_ptr", "m_ptr", "h_ptr", "out_ptr", "K", "s_xm", "s_qn",
+                                       "s_dn", "s_om"), num_warps=warps, num_stages=stages)
     types = {n: "i32" for n in ("n_rows", "H", "s_x", "s_o")}
     types.update(x_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp32", eps="fp32")
     block_h, block_r, warps = settings.rmsnorm_settings(4096)
@@ -168,6 +174,7 @@ GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False
 NIBBLE_GEMV_CASES = [("q4_0", 6144, 4096, False, False), ("q4_1", 14336, 4096, True, False),
                      ("q5_0", 4096, 14336, False, True), ("q5_1", 6144, 4096, False, False),
                      ("iq4_nl", 14336, 4096, True, False), ("q4_0", 256, 4096, False, False)]
+NIBBLE_GEMM_FORMATS = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 # (group, head size, cache type, batch); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher;
 # batch: per-row lengths and cache slots (serving)
 ATTN_CASES = [(4, 128, "fp16", False), (8, 64, "bf16", False), (1, 128, "fp32", False), (4, 128, "fp32", False),
@@ -231,6 +238,12 @@ def test_attention_compiles_without_spills(compiled, case):
 def test_q8_gemm_uses_tensor_cores(compiled):
     assert compiled["gemm"]["mma"]
     _no_spills(compiled["gemm"])
+
+
+@pytest.mark.parametrize("fmt", NIBBLE_GEMM_FORMATS)
+def test_nibble_gemm_uses_tensor_cores(compiled, fmt):
+    assert compiled[f"gemm-{fmt}"]["mma"]
+    _no_spills(compiled[f"gemm-{fmt}"])
 
 
 @pytest.mark.parametrize("name", ["rmsnorm", *ROPE_CASES, "gemv-reduce", "attn-merge"])
