@@ -29,7 +29,7 @@ def split_blocks(raw: torch.Tensor, type_size: int, fields: tuple[tuple[int, str
     blocks = raw.view(n_rows, raw.shape[1] // type_size, type_size)  # (N, K/32, type_size)
     planes, at = [], 0
     for nbytes, dtype in fields:
-        plane = blocks[:, :, at : at + nbytes].contiguous().view(getattr(torch, dtype))
+        plane = blocks[:, :, at : at + nbytes].clone(memory_format=torch.contiguous_format).view(getattr(torch, dtype))  # a fresh, aligned copy
         planes.append(plane.view(n_rows, -1))
         at += nbytes
     return planes
