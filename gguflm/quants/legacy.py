@@ -84,7 +84,7 @@ class Q8_0Format(QuantFormat):
         qs, d = parts
         n_rows, k = qs.shape
         blocks = qs.view(n_rows, k // self.block_size, self.block_size).to(torch.float32)
-        return (blocks * d.to(torch.float32).unsqueeze(-1)).view(n_rows, k).to(dtype or torch.float32)
+        return blocks.mul_(d.to(torch.float32).unsqueeze(-1)).view(n_rows, k).to(dtype or torch.float32)
 
 
 class NibbleFormat(QuantFormat):
