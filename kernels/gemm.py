@@ -17,7 +17,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
+
+from . import gemm_kquants
 
 from .settings import dot_dtype, gemm_config
 
@@ -101,6 +103,10 @@ def gemm(x: torch.Tensor, w: PackedWeight, act_dtype: torch.dtype) -> torch.Tens
     Q8_0: x rounded to act_dtype (fp16/bf16) for tensor cores, weight tiles dequantized in SRAM;
     dense weights: x in the weight's own dtype, through torch (cuBLAS).
     """
+    if isinstance(w, StackedWeight):  # mixed formats: one product per block of rows
+        return torch.cat([gemm(x, piece, act_dtype) for piece in w.pieces], dim=1)
+    if w.fmt.kernel in gemm_kquants.FORMATS:
+        return gemm_kquants.gemm(x, w, act_dtype)
     if w.fmt.kernel == "q8_0":
         out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
         return q8_gemm(x.to(act_dtype), *w.parts, out=out)

@@ -149,7 +149,9 @@ def _reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N_OUT, stride_rm, st
 
 def supports(fmt: QuantFormat) -> bool:
     """Whether the GEMV has a kernel for this format's device layout."""
-    return fmt.kernel in LAYOUTS
+    from .gemv_kquants import FORMATS  # the superblock formats' kernels (that module imports this one)
+
+    return fmt.kernel in LAYOUTS or fmt.kernel in FORMATS
 
 
 def _buffers(w: PackedWeight) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -180,6 +182,11 @@ def _check(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor | None) -> None:
 
 
 def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
+    from . import gemv_kquants, stacked  # superblock formats; mixed-format weights (both import this module)
+
+    if isinstance(weight, stacked.StackedWeight) or weight.fmt.kernel in gemv_kquants.FORMATS:
+        launch = stacked.launch if isinstance(weight, stacked.StackedWeight) else gemv_kquants.launch
+        return launch(x, weight, n_out, glu, bias, residual, out, config)
     w, d = _buffers(weight)
     _check(x, w, d)
     x2 = x if x.dim() == 2 else x.unsqueeze(0)  # (M, K)
