@@ -162,13 +162,5 @@ def pack(raw: torch.Tensor, ggml_type: QT) -> PackedWeight:
     return PackedWeight(fmt, fmt.pack(raw), row_bytes // fmt.type_size * fmt.block_size)
 
 
-def dense_type(types: set[QT]) -> QT:
-    """The float type that holds weights of all these types without losing range: F32 if any is F32,
-    BF16 if any is BF16, else F16 (what a fused weight of mixed types is expanded to)."""
-    if QT.F32 in types:
-        return QT.F32
-    return QT.BF16 if QT.BF16 in types else QT.F16
-
-
 # The formats: importing a family module registers its members.
 from gguflm.quants import dense, kquants, legacy  # noqa: E402,F401

@@ -58,7 +58,7 @@ class KQuant(QuantFormat):
         n_rows = parts[0].shape[0]
         n_sb = parts[0].shape[1] // dict((f[0], f[1]) for f in self.FIELDS)[self.PLANES[0]]  # uint8 quant bits
         w = self._weights(planes, n_rows, n_sb)
-        return w.reshape(n_rows, -1).to(dtype or torch.float32)
+        return w.reshape(n_rows, n_sb * QK_K).to(dtype or torch.float32)
 
     def _weights(self, p: dict, n: int, n_sb: int) -> torch.Tensor:
         """(N, K/256, sub-blocks, L) fp32, computed in ggml's order of float operations."""

@@ -16,6 +16,7 @@ import numpy as np
 from gguflm import arch as archs
 from gguflm.config import ModelConfig
 from gguflm.files import atomic_write
+from gguflm.synthetic import kblocks, mixes
 
 QT = gguf.GGMLQuantizationType
 
@@ -33,7 +34,7 @@ class SyntheticSpec:
     n_kv_heads: int = 2
     n_ctx: int = 512
     rope_base: float = 10000.0
-    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0
+    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0, a superblock type, or a mix (mixes.MIXES)
     tied: bool = False
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
@@ -63,6 +64,8 @@ class SyntheticSpec:
 
 def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -> tuple[np.ndarray, QT]:
     """Random (rows, cols) weight in the file layout of `qtype`, scaled so activations stay O(1)."""
+    if qtype in QT.__members__ and kblocks.supports(QT[qtype]):
+        return kblocks.random_blocks(rng, rows, cols, QT[qtype]), QT[qtype]
     if qtype == "Q8_0":  # random blocks directly: quantizing floats is slow for large models
         blocks = np.empty((rows, cols // 32, 34), dtype=np.uint8)
         d = (rng.random((rows, cols // 32), dtype=np.float32) * 0.5 + 0.5) / (127 * np.sqrt(cols))
@@ -105,8 +108,8 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
             if name == archs.tensor_name(archs.T.ROPE_FREQS):
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
-                data, raw_dtype = _random_weight(rng, *shape, spec.qtype)
-                raw_dtype = raw_dtype if raw_dtype in (QT.Q8_0, QT.BF16) else None
+                data, raw_dtype = _random_weight(rng, *shape, mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1]))
+                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
             else:  # norms around 1, biases around 0
                 around = 0.0 if name.endswith(".bias") else 1.0
                 data = (around + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
