@@ -112,7 +112,7 @@ class Q2_KFormat(KQuant):
         ml = dm[..., 1:2] * (sc >> 4).float()
         q = _unpack_bits(p["qs"].view(n, n_sb, 2, 32), (0, 2, 4, 6), 3, 3)  # (N, S, 2, 4, 32)
         q = q.reshape(n, n_sb, 16, 16).float()
-        return dl[..., None] * q - ml[..., None]
+        return q.mul_(dl[..., None]).sub_(ml[..., None])  # in place: one fp32 chunk, two passes
 
 
 class Q3_KFormat(KQuant):
@@ -141,7 +141,7 @@ class Q3_KFormat(KQuant):
         q2 = _unpack_bits(p["qs"].view(n, n_sb, 2, 32), (0, 2, 4, 6), 3, 3).reshape(n, n_sb, 16, 16)
         hb = _unpack_bits(p["hmask"].view(n, n_sb, 32), tuple(range(8)), 1, 2).reshape(n, n_sb, 16, 16)
         q = (q2.to(torch.int8) - ((hb ^ 1) << 2).to(torch.int8)).float()
-        return dl[..., None] * q
+        return q.mul_(dl[..., None])
 
 
 class Q4_KFormat(KQuant):
@@ -166,7 +166,7 @@ class Q4_KFormat(KQuant):
         sc, mn = k4_scale_min(p["scales"].view(n, n_sb, 12))
         dl = dm[..., 0:1] * sc.float()  # (N, S, 8)
         ml = dm[..., 1:2] * mn.float()
-        return dl[..., None] * self._q(p, n, n_sb).float() - ml[..., None]
+        return self._q(p, n, n_sb).float().mul_(dl[..., None]).sub_(ml[..., None])
 
 
 class Q5_KFormat(Q4_KFormat):
@@ -206,7 +206,7 @@ class Q6_KFormat(KQuant):
         ql = _unpack_bits(p["ql"].view(n, n_sb, 2, 64), (0, 4), 15, 3).reshape(n, n_sb, 2, 128)
         qh = _unpack_bits(p["qh"].view(n, n_sb, 2, 32), (0, 2, 4, 6), 3, 3).reshape(n, n_sb, 2, 128)
         q = ((ql | (qh << 4)).to(torch.int8) - 32).reshape(n, n_sb, 16, 16).float()
-        return dl[..., None] * q
+        return q.mul_(dl[..., None])
 
 
 class IQ4_XSFormat(KQuant):
@@ -231,7 +231,8 @@ class IQ4_XSFormat(KQuant):
         dl = _d(p["d"], n, n_sb) * ls  # (N, S, 8)
         idx = _unpack_bits(p["qs"].view(n, n_sb, 8, 16), (0, 4), 15, 3).reshape(n, n_sb, 8, 32)
         values = torch.tensor(IQ4_VALUES, dtype=torch.float32, device=idx.device)
-        return dl[..., None] * values[idx.long()]
+        q = values.index_select(0, idx.reshape(-1).int()).view(idx.shape)  # int32 indices: no int64 copy
+        return q.mul_(dl[..., None])
 
 
 Q2_K = register(Q2_KFormat())
