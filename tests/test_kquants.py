@@ -131,3 +131,29 @@ def test_q4_k_m_file_mixes_formats_inside_the_fused_qkv(tmp_path):
     assert w.layers[2].w_down.fmt.name == "Q6_K" and w.layers[0].w_down.fmt.name == "Q4_K"
     assert w.output.fmt.name == "Q6_K" and w.tok_embd.fmt.name == "Q4_K"
     _check_against_expanded(model)
+
+
+def test_llama_3_8b_q4_k_m_mix_has_the_real_files_tensor_counts_and_bytes():
+    """llama-quantize's Llama-3-8B Q4_K_M: 193 Q4_K and 33 Q6_K matrices, 4.91 GB of them."""
+    from gguflm import arch as archs
+    from gguflm.synthetic.shapes import shape_spec
+
+    spec = shape_spec("llama-3-8b", "Q4_K_M")
+    counts, total = {}, 0
+    for name, shape in archs.file_tensors(spec.config, spec.layer_extras, spec.tied, spec.rope_freqs):
+        if len(shape) == 2:
+            qtype = tensor_type(spec.qtype, name, spec.n_layers, shape[1])
+            block, size = gguf.GGML_QUANT_SIZES[QT[qtype]]
+            counts[qtype] = counts.get(qtype, 0) + 1
+            total += shape[0] * shape[1] // block * size
+    assert counts == {"Q4_K": 193, "Q6_K": 33}
+    assert round(total / 1e9, 2) == 4.91
+
+
+def test_bench_type_is_checked(tmp_path):
+    from gguflm.errors import GGUFLMError
+    from gguflm.synthetic import mixes
+
+    assert mixes.check("q4_k_m") == "Q4_K_M" and mixes.check("iq4_xs") == "IQ4_XS"
+    with pytest.raises(GGUFLMError, match="unknown synthetic model type 'q9'"):
+        mixes.check("q9")

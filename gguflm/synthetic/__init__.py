@@ -15,6 +15,7 @@ import numpy as np
 
 from gguflm import arch as archs
 from gguflm.config import ModelConfig
+from gguflm.errors import GGUFLMError
 from gguflm.files import atomic_write
 from gguflm.synthetic import kblocks, mixes
 
@@ -77,6 +78,8 @@ def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -
         return w.astype(np.float16), QT.F16
     if qtype == "BF16":
         return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.int16), QT.BF16
+    if qtype != "F32":
+        raise GGUFLMError(f"synthetic files have no random weights of type {qtype} (a {rows}x{cols} tensor)")
     return w, QT.F32
 
 

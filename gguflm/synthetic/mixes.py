@@ -3,6 +3,8 @@ not its rules: `gguflm quantize` owns those). A mix name (Q4_K_M) or a plain typ
 
 from __future__ import annotations
 
+from gguflm.errors import GGUFLMError
+
 # mix -> (the type of most matrices, {tensor kind: type}); "more" is the type of attn_v and ffn_down in
 # the layers llama.cpp gives more bits (the first and last eighth, every third between)
 MIXES = {
@@ -31,3 +33,16 @@ def tensor_type(mix: str, name: str, n_layers: int, cols: int) -> str:
     if cols % 256 and qtype in FALLBACK:
         qtype = FALLBACK[qtype]
     return qtype
+
+
+def check(mix: str) -> str:
+    """A mix or type name a synthetic file can be written in (upper case), or a GGUFLMError listing them."""
+    from gguflm import quants
+    from gguflm.synthetic import kblocks
+
+    name = mix.upper()
+    types = [f.name for f in quants.FORMATS.values() if kblocks.supports(f.ggml_type) or f.name in ("Q8_0", "F16", "F32")]
+    if name not in MIXES and name not in types:
+        known = ", ".join(dict.fromkeys(m.lower() for m in [*MIXES, *types]))
+        raise GGUFLMError(f"unknown synthetic model type '{mix}' (known: {known})")
+    return name
