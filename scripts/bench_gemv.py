@@ -226,24 +226,23 @@ def markdown(rows: list[dict], copy_bps: float) -> str:
 
 def cpu_reference_table(n: int, k: int, repeats: int = 5) -> list[dict]:
     """The CPU reference path (ops.linear: rows expanded a chunk at a time) for one (n, k) weight in every
-    block format that can hold rows of k: best-of-`repeats` time, stored GB/s, per-byte speed vs Q8_0."""
+    block format that can hold rows of k: the best of `repeats` rounds (each round times every format once,
+    so a busy machine slows them alike), stored GB/s, per-byte speed vs Q8_0."""
     from gguflm import ops
 
     device = torch.device("cpu")
     x = torch.randn(1, k, generator=torch.Generator().manual_seed(1))
-    rows = []
-    for fmt in quants.FORMATS.values():
-        if fmt.torch_dtype is not None or k % fmt.block_size:
-            continue
-        w = random_weight(fmt, n, k, device)
-        ops.linear(x, w)  # warm-up
-        times = []
-        for _ in range(repeats):
+    fmts = [f for f in quants.FORMATS.values() if f.torch_dtype is None and k % f.block_size == 0]
+    weights = {f.name: random_weight(f, n, k, device) for f in fmts}
+    best = dict.fromkeys(weights, float("inf"))
+    for _ in range(repeats):
+        for name, w in weights.items():
+            ops.linear(x, w)  # warm-up: the chunk buffers
             started = time.perf_counter()
             ops.linear(x, w)
-            times.append(time.perf_counter() - started)
-        best = min(times)
-        rows.append(dict(format=fmt.name, ms=1e3 * best, gb_s=w.nbytes / best / 1e9, gweights_s=n * k / best / 1e9))
+            best[name] = min(best[name], time.perf_counter() - started)
+    rows = [dict(format=name, ms=1e3 * t, gb_s=weights[name].nbytes / t / 1e9, gweights_s=n * k / t / 1e9)
+            for name, t in best.items()]
     q8 = next((r["gb_s"] for r in rows if r["format"] == "Q8_0"), None)
     for r in rows:
         r["per_byte_vs_q8_0"] = r["gb_s"] / q8 if q8 else None
