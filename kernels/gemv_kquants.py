@@ -6,9 +6,9 @@ A format's unpack helper loads one step's quant bytes as a (BLOCK_N, R, L) tile 
 row: L = 32 for Q4_K/Q5_K, 16 otherwise) and returns two groups of integer quants, the two bit
 fields of each byte, each with one scale (and min) per row r of the tile, i.e. per sub-block:
     part[n, r] = sa * sum_l qa*xa + sb * sum_l qb*xb  (- ma * sum_l xa - mb * sum_l xb)
-so a weight costs a shift, a mask, a conversion and an FMA; scales and mins are decoded from their
-packed bytes once per 16 or 32 weights (small gathers from L1, the superblock's bytes) and
-multiplied after the sum. Work per weight byte: Q4_K/IQ4_XS decode 2 weights per byte (twice
+so a weight costs a shift, a mask, an OR and an add (`_to_f32`, no int-to-float conversion) and an
+FMA; scales and mins are decoded from their packed bytes once per 16 or 32 weights (small gathers
+from L1, the superblock's bytes) and multiplied after the sum. Work per weight byte: Q4_K/IQ4_XS decode 2 weights per byte (twice
 Q8_0's ALU work per byte; IQ4_XS also looks each nibble up in a 16-entry table), Q2_K/Q3_K read
 each quant byte twice (from L1; DRAM traffic is still once) for their 4 two-bit fields.
 The planes p0..p3 are each format's `PLANES` (gguflm/quants/kquants.py) in order: the quant bits,
@@ -37,6 +37,14 @@ def geometry(kernel: str, sb: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- per-format unpacking
+
+
+@triton.jit
+def _to_f32(u, offset: tl.constexpr):
+    """u - offset in fp32 for small unsigned ints u (< 2^23): u's bits OR-ed into 2^23's mantissa and the
+    2^23 + offset taken off, one logic op and one add instead of an int-to-float conversion (a quarter-rate
+    instruction on the SMs: this is the per-weight conversion of every format)."""
+    return (u.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - (8388608.0 + offset)
 
 
 @triton.jit
@@ -73,8 +81,8 @@ def _unpack(p0, p1, p2, p3, s0, s1, s2, s3, tab_ptr, rows, sb0,
         tp = (r // 2) % 2
         q = tl.load(p0 + row3 * s0 + sb0 * 64 + (r3 // 4) * 32 + (r3 % 2) * 16 + e, eviction_policy="evict_first")
         shift = (4 * tp)[None, :, None]
-        qa = ((q >> shift) & 3).to(tl.float32)
-        qb = ((q >> (shift + 2)) & 3).to(tl.float32)
+        qa = (q >> shift) & 3
+        qb = (q >> (shift + 2)) & 3
         sub = 8 * ((r // 4) % 2) + 4 * tp + r % 2  # the low group's sub-block in its superblock
         sbi = sb0 + r // 8
         if FMT == 0:
@@ -85,12 +93,14 @@ def _unpack(p0, p1, p2, p3, s0, s1, s2, s3, tab_ptr, rows, sb0,
             dmin = tl.load(dp + 1).to(tl.float32)
             sa, sb = d * (sc_a & 15).to(tl.float32), d * (sc_b & 15).to(tl.float32)
             ma, mb = dmin * (sc_a >> 4).to(tl.float32), dmin * (sc_b >> 4).to(tl.float32)
+            qa = _to_f32(qa, 0.0)
+            qb = _to_f32(qb, 0.0)
         else:
             hm = tl.load(p1 + row3 * s1 + (sbi * 32 + (r % 2) * 16)[None, :, None] + e,
                          eviction_policy="evict_first")
             bit = (4 * ((r // 4) % 2) + 2 * tp)[None, :, None]
-            qa = qa + 4.0 * ((hm >> bit) & 1).to(tl.float32) - 4.0
-            qb = qb + 4.0 * ((hm >> (bit + 1)) & 1).to(tl.float32) - 4.0
+            qa = _to_f32(qa | (((hm >> bit) & 1) << 2), 4.0)  # q2 + 4*hbit - 4
+            qb = _to_f32(qb | (((hm >> (bit + 1)) & 1) << 2), 4.0)
             sp = p2 + row2 * s2 + (sbi * 12)[None, :]
             d = tl.load(p3 + row2 * s3 + sbi[None, :]).to(tl.float32)
             sa, sb = d * _k3_scale(sp, sub), d * _k3_scale(sp, sub + 2)
@@ -100,14 +110,14 @@ def _unpack(p0, p1, p2, p3, s0, s1, s2, s3, tab_ptr, rows, sb0,
         q = tl.load(p0 + row3 * s0 + sb0 * 128 + r3 * 32 + e, eviction_policy="evict_first")
         j = r % 4
         sbi = sb0 + r // 4
-        qa = (q & 15).to(tl.float32)
-        qb = (q >> 4).to(tl.float32)
         if FMT == 3:
             qh = tl.load(p1 + row3 * s1 + (sbi * 32)[None, :, None] + e, eviction_policy="evict_first")
-            qa += 16.0 * ((qh >> (2 * j)[None, :, None]) & 1).to(tl.float32)
-            qb += 16.0 * ((qh >> (2 * j + 1)[None, :, None]) & 1).to(tl.float32)
+            qa = _to_f32((q & 15) | (((qh >> (2 * j)[None, :, None]) & 1) << 4), 0.0)
+            qb = _to_f32((q >> 4) | (((qh >> (2 * j + 1)[None, :, None]) & 1) << 4), 0.0)
             ps, ss, pd, sd = p2, s2, p3, s3
         else:
+            qa = _to_f32(q & 15, 0.0)
+            qb = _to_f32(q >> 4, 0.0)
             ps, ss, pd, sd = p1, s1, p2, s2
         sp = ps + row2 * ss + (sbi * 12)[None, :]
         sc_a, mn_a = _k4_scale(sp, 2 * j)
@@ -122,8 +132,8 @@ def _unpack(p0, p1, p2, p3, s0, s1, s2, s3, tab_ptr, rows, sb0,
         qh = tl.load(p1 + row3 * s1 + sb0 * 64 + ((r // 4) * 32 + (u % 2) * 16)[None, :, None] + e,
                      eviction_policy="evict_first")
         shift = (2 * (u // 2))[None, :, None]
-        qa = ((ql & 15) | (((qh >> shift) & 3) << 4)).to(tl.float32) - 32.0
-        qb = ((ql >> 4) | (((qh >> (shift + 4)) & 3) << 4)).to(tl.float32) - 32.0
+        qa = _to_f32((ql & 15) | (((qh >> shift) & 3) << 4), 32.0)
+        qb = _to_f32((ql >> 4) | (((qh >> (shift + 4)) & 3) << 4), 32.0)
         scp = p2 + row2 * s2 + (sb0 * 16 + (r // 4) * 8 + u)[None, :]
         d = tl.load(p3 + row2 * s3 + (sb0 + r // 8)[None, :]).to(tl.float32)
         sa = d * tl.load(scp).to(tl.float32)
