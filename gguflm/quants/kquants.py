@@ -66,10 +66,13 @@ class KQuant(QuantFormat):
 
 
 def _unpack_bits(x: torch.Tensor, shifts: tuple[int, ...], mask: int, dim: int) -> torch.Tensor:
-    """(x >> s) & mask for each shift s, stacked as a new dimension `dim`."""
+    """(x >> s) & mask for each shift s, stacked as a new dimension `dim` (written in place, no stack copy)."""
     import torch
 
-    return torch.stack([(x >> s) & mask for s in shifts], dim=dim)
+    out = torch.empty((*x.shape[:dim], len(shifts), *x.shape[dim:]), dtype=x.dtype, device=x.device)
+    for i, s in enumerate(shifts):
+        torch.bitwise_and(x >> s if s else x, mask, out=out.select(dim, i))
+    return out
 
 
 def _d(p: torch.Tensor, n: int, n_sb: int, per: int = 1) -> torch.Tensor:
@@ -205,8 +208,8 @@ class Q6_KFormat(KQuant):
         dl = _d(p["d"], n, n_sb) * p["scales"].view(n, n_sb, 16).float()  # (N, S, 16)
         ql = _unpack_bits(p["ql"].view(n, n_sb, 2, 64), (0, 4), 15, 3).reshape(n, n_sb, 2, 128)
         qh = _unpack_bits(p["qh"].view(n, n_sb, 2, 32), (0, 2, 4, 6), 3, 3).reshape(n, n_sb, 2, 128)
-        q = ((ql | (qh << 4)).to(torch.int8) - 32).reshape(n, n_sb, 16, 16).float()
-        return q.mul_(dl[..., None])
+        q = ql.bitwise_or_(qh << 4).sub_(32).view(torch.int8)  # q - 32 in 0..63 - 32, wrapped into int8
+        return q.reshape(n, n_sb, 16, 16).float().mul_(dl[..., None])
 
 
 class IQ4_XSFormat(KQuant):
