@@ -1,7 +1,8 @@
 """Weights: GGUF tensors streamed one at a time from the memory map onto device buffers, fused at load time.
 
 Every matrix becomes a `PackedWeight` in its format's device layout (the quant registry decides
-how), a fused one of mixed formats a `StackedWeight` of such pieces; 1-D tensors (norms, biases, rope factors) become fp32 vectors.
+how), a fused one of mixed formats a `StackedWeight` of such pieces; 1-D tensors (norms, biases,
+rope factors) become fp32 vectors.
 """
 
 from __future__ import annotations

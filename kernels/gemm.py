@@ -20,7 +20,6 @@ import triton.language as tl
 from gguflm.quants import PackedWeight, StackedWeight
 
 from . import gemm_kquants
-
 from .settings import dot_dtype, gemm_config
 
 # ---------------------------------------------------------------------------- kernel
@@ -97,11 +96,12 @@ def q8_gemm(x: torch.Tensor, qs: torch.Tensor, d: torch.Tensor, *,
     return out
 
 
-def gemm(x: torch.Tensor, w: PackedWeight, act_dtype: torch.dtype) -> torch.Tensor:
+def gemm(x: torch.Tensor, w: PackedWeight | StackedWeight, act_dtype: torch.dtype) -> torch.Tensor:
     """y (M, N) fp32 = x (M, K) @ W^T for any supported format.
 
     Q8_0: x rounded to act_dtype (fp16/bf16) for tensor cores, weight tiles dequantized in SRAM;
-    dense weights: x in the weight's own dtype, through torch (cuBLAS).
+    dense weights: x in the weight's own dtype, through torch (cuBLAS); superblock formats: see
+    gemm_kquants; a StackedWeight: one product per piece.
     """
     if isinstance(w, StackedWeight):  # mixed formats: one product per block of rows
         return torch.cat([gemm(x, piece, act_dtype) for piece in w.pieces], dim=1)

@@ -182,11 +182,12 @@ def _check(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor | None) -> None:
 
 
 def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
-    from . import gemv_kquants, stacked  # superblock formats; mixed-format weights (both import this module)
+    from . import gemv_kquants, stacked  # the superblock formats, mixed-format weights (they import this module)
 
-    if isinstance(weight, stacked.StackedWeight) or weight.fmt.kernel in gemv_kquants.FORMATS:
-        launch = stacked.launch if isinstance(weight, stacked.StackedWeight) else gemv_kquants.launch
-        return launch(x, weight, n_out, glu, bias, residual, out, config)
+    if isinstance(weight, stacked.StackedWeight):
+        return stacked.launch(x, weight, n_out, glu, bias, residual, out, config)
+    if weight.fmt.kernel in gemv_kquants.FORMATS:
+        return gemv_kquants.launch(x, weight, n_out, glu, bias, residual, out, config)
     w, d = _buffers(weight)
     _check(x, w, d)
     x2 = x if x.dim() == 2 else x.unsqueeze(0)  # (M, K)

@@ -8,9 +8,10 @@ fields of each byte, each with one scale (and min) per row r of the tile, i.e. p
     part[n, r] = sa * sum_l qa*xa + sb * sum_l qb*xb  (- ma * sum_l xa - mb * sum_l xb)
 so a weight costs a shift, a mask, an OR and an add (`_to_f32`, no int-to-float conversion) and an
 FMA; scales and mins are decoded from their packed bytes once per 16 or 32 weights (small gathers
-from L1, the superblock's bytes) and multiplied after the sum. Work per weight byte: Q4_K/IQ4_XS decode 2 weights per byte (twice
-Q8_0's ALU work per byte; IQ4_XS also looks each nibble up in a 16-entry table), Q2_K/Q3_K read
-each quant byte twice (from L1; DRAM traffic is still once) for their 4 two-bit fields.
+from L1, the superblock's bytes) and multiplied after the sum. Work per weight byte: Q4_K/IQ4_XS
+decode 2 weights per byte (twice Q8_0's ALU work per byte; IQ4_XS also looks each nibble up in a
+16-entry table), Q2_K/Q3_K read each quant byte twice (from L1; DRAM traffic is still once) for
+their 4 two-bit fields.
 The planes p0..p3 are each format's `PLANES` (gguflm/quants/kquants.py) in order: the quant bits,
 then qh / hmask / scales_l where the format has them, scales, d (and dmin).
 """

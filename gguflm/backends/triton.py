@@ -40,7 +40,8 @@ def check_kernels(weights: ModelWeights) -> None:
     for name, w in weights.tensors():
         for fmt in quants.formats(w) if isinstance(w, (PackedWeight, StackedWeight)) else ():
             if not supports(fmt):
-                raise GGUFLMError(f"the triton backend has no kernel for {name}'s format {fmt.name} (use the reference backend)")
+                raise GGUFLMError(f"the triton backend has no kernel for {name}'s format {fmt.name} "
+                                  "(use the reference backend)")
 
 
 @dataclass

@@ -111,7 +111,8 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
             if name == archs.tensor_name(archs.T.ROPE_FREQS):
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
-                data, raw_dtype = _random_weight(rng, *shape, mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1]))
+                qtype = mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1])
+                data, raw_dtype = _random_weight(rng, *shape, qtype)
                 raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
             else:  # norms around 1, biases around 0
                 around = 0.0 if name.endswith(".bias") else 1.0

@@ -41,7 +41,8 @@ def check(mix: str) -> str:
     from gguflm.synthetic import kblocks
 
     name = mix.upper()
-    types = [f.name for f in quants.FORMATS.values() if kblocks.supports(f.ggml_type) or f.name in ("Q8_0", "F16", "F32")]
+    types = [f.name for f in quants.FORMATS.values()
+             if kblocks.supports(f.ggml_type) or f.name in ("Q8_0", "F16", "F32")]
     if name not in MIXES and name not in types:
         known = ", ".join(dict.fromkeys(m.lower() for m in [*MIXES, *types]))
         raise GGUFLMError(f"unknown synthetic model type '{mix}' (known: {known})")
