@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from gguflm.quants import PackedWeight
-from gguflm.quants.kquants import IQ4_VALUES
+from gguflm.quants import kquants
 
 from .gemv import _epilogue, _reduce_kernel
 from .settings import GemvConfig, kquant_gemv_settings, reduce_block
@@ -242,7 +242,8 @@ def planes(w: PackedWeight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
 
 
 def iq4_table(device: torch.device) -> torch.Tensor:
-    return torch.tensor(IQ4_VALUES, dtype=torch.float32, device=device)
+    """IQ4_XS's value table on the device (made on the first call: a prefill or a graph's warm-up)."""
+    return kquants.IQ4_XS.values(device)
 
 
 def launch(x: torch.Tensor, weight: PackedWeight, n_out: int, glu: bool, bias: torch.Tensor | None,

@@ -224,7 +224,7 @@ def markdown(rows: list[dict], copy_bps: float) -> str:
     return "\n".join(lines)
 
 
-def cpu_reference_table(n: int, k: int, repeats: int = 5) -> list[dict]:
+def cpu_reference_table(n: int, k: int, repeats: int = 9) -> list[dict]:
     """The CPU reference path (ops.linear: rows expanded a chunk at a time) for one (n, k) weight in every
     block format that can hold rows of k: the best of `repeats` rounds (each round times every format once,
     so a busy machine slows them alike), stored GB/s, per-byte speed vs Q8_0."""

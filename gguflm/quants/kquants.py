@@ -66,12 +66,17 @@ class KQuant(QuantFormat):
 
 
 def _unpack_bits(x: torch.Tensor, shifts: tuple[int, ...], mask: int, dim: int) -> torch.Tensor:
-    """(x >> s) & mask for each shift s, stacked as a new dimension `dim` (written in place, no stack copy)."""
+    """(x >> s) & mask for each shift s, stacked as a new dimension `dim`. For uint8 x (last dim a multiple
+    of 4) and dim < x.dim(): four bytes at a time on an int32 view (the mask repeated in every byte keeps
+    bits from crossing bytes), written straight into the output (no stack copy)."""
     import torch
 
-    out = torch.empty((*x.shape[:dim], len(shifts), *x.shape[dim:]), dtype=x.dtype, device=x.device)
+    if x.dtype != torch.uint8 or dim >= x.dim():  # the few scale bytes
+        return torch.stack([(x >> s) & mask for s in shifts], dim=dim)
+    out = torch.empty((*x.shape[:dim], len(shifts), *x.shape[dim:]), dtype=torch.uint8, device=x.device)
+    words = x.contiguous().view(torch.int32)
     for i, s in enumerate(shifts):
-        torch.bitwise_and(x >> s if s else x, mask, out=out.select(dim, i))
+        torch.bitwise_and(words >> s if s else words, mask * 0x01010101, out=out.select(dim, i).view(torch.int32))
     return out
 
 
@@ -143,8 +148,8 @@ class Q3_KFormat(KQuant):
         dl = d * sc  # (N, S, 16)
         q2 = _unpack_bits(p["qs"].view(n, n_sb, 2, 32), (0, 2, 4, 6), 3, 3).reshape(n, n_sb, 16, 16)
         hb = _unpack_bits(p["hmask"].view(n, n_sb, 32), tuple(range(8)), 1, 2).reshape(n, n_sb, 16, 16)
-        q = (q2.to(torch.int8) - ((hb ^ 1) << 2).to(torch.int8)).float()
-        return q.mul_(dl[..., None])
+        q = q2.bitwise_or_(hb << 2).sub_(4).view(torch.int8)  # q2 - 4 * (1 - hbit), wrapped into int8
+        return q.float().mul_(dl[..., None])
 
 
 class Q4_KFormat(KQuant):
@@ -225,6 +230,18 @@ class IQ4_XSFormat(KQuant):
     FIELDS = (("d", 2, "float16"), ("scales_h", 2, "int16"), ("scales_l", 4, "uint8"), ("qs", 128, "uint8"))
     PLANES = ("qs", "scales_l", "scales_h", "d")
 
+    def __init__(self):
+        self._values: dict = {}  # device -> IQ4_VALUES as fp32: made once, never inside a CUDA graph capture
+
+    def values(self, device: torch.device) -> torch.Tensor:
+        """IQ4_VALUES (16,) fp32 on `device`, the table the dequantizer and the kernels look up."""
+        import torch
+
+        key = str(device)
+        if key not in self._values:
+            self._values[key] = torch.tensor(IQ4_VALUES, dtype=torch.float32, device=device)
+        return self._values[key]
+
     def _weights(self, p, n, n_sb):
         import torch
 
@@ -233,8 +250,7 @@ class IQ4_XSFormat(KQuant):
         ls = ((low.int() | (high << 4)).to(torch.int8) - 32).float()
         dl = _d(p["d"], n, n_sb) * ls  # (N, S, 8)
         idx = _unpack_bits(p["qs"].view(n, n_sb, 8, 16), (0, 4), 15, 3).reshape(n, n_sb, 8, 32)
-        values = torch.tensor(IQ4_VALUES, dtype=torch.float32, device=idx.device)
-        q = values.index_select(0, idx.reshape(-1).int()).view(idx.shape)  # int32 indices: no int64 copy
+        q = self.values(idx.device).index_select(0, idx.reshape(-1).int()).view(idx.shape)  # int32 indices
         return q.mul_(dl[..., None])
 
 
