@@ -29,7 +29,6 @@ from .settings import GemvConfig, kquant_gemv_settings, reduce_block
 # kernel name of a format -> the FMT constexpr the kernels branch on
 FORMATS = {"q2_k": 0, "q3_k": 1, "q4_k": 2, "q5_k": 3, "q6_k": 4, "iq4_xs": 5}
 _WIDE = ("q4_k", "q5_k")  # tiles of 32 bytes per sub-block row (L = 32, R = 4 per superblock)
-_HAS_MIN = ("q2_k", "q4_k", "q5_k")
 
 
 def geometry(kernel: str, sb: int) -> tuple[int, int]:
@@ -288,7 +287,7 @@ def launch(x: torch.Tensor, weight: PackedWeight, n_out: int, glu: bool, bias: t
     _kq_gemv_kernel[grid](
         x2, *p, tab, bias_arg, res_arg, out2, part,
         m, n_out, x2.stride(0), *(t.stride(0) for t in p), stride_rm, out2.stride(0), n_sb // config.split_k,
-        FMT=FORMATS[kernel], BLOCK_N=config.block_n, SB=sb, R=r, L=l, HAS_MIN=kernel in _HAS_MIN,
+        FMT=FORMATS[kernel], BLOCK_N=config.block_n, SB=sb, R=r, L=l, HAS_MIN=weight.fmt.has_min,
         GLU=glu, SPLIT=split, HAS_BIAS=bias is not None, HAS_RES=res2 is not None, num_warps=config.num_warps)
     if split:
         block = reduce_block(n_out)

@@ -168,7 +168,7 @@ def _compile_kquants(settings) -> dict:
             out[f"kq-gemv-{kern}-{n}-{k}"] = _compile(
                 kq._kq_gemv_kernel, types,
                 dict(FMT=kq.FORMATS[kern], BLOCK_N=cfg.block_n, SB=cfg.block_k // 256, R=r, L=l,
-                     HAS_MIN=kern in kq._HAS_MIN, GLU=glu, SPLIT=cfg.split_k > 1, HAS_BIAS=False, HAS_RES=res),
+                     HAS_MIN=fmt.has_min, GLU=glu, SPLIT=cfg.split_k > 1, HAS_BIAS=False, HAS_RES=res),
                 ("x_ptr", *planes, "out_ptr", "part_ptr", "res_ptr", "stride_xm", "s0"), num_warps=cfg.num_warps)
         r, l = kq.geometry(kern, 2)
         types = dict(planes, **strides, tab_ptr="*fp32", out_ptr="*fp16", N="i32", s_on="i32")
