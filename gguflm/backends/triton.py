@@ -4,7 +4,8 @@
 and the cache, so one CUDA graph can capture it. `decode_batch` runs the same layers over B rows,
 each at its own position in its own slot of a `KVPool` (the GEMVs take M rows; RoPE/cache store
 and decode attention read per-row positions and slots), for a graph per batch-size bucket. Prefill runs the GEMM launcher (Q8_0 tiles
-dequantized in SRAM, dense weights through cuBLAS) and torch SDPA with a lower-right causal mask.
+dequantized in SRAM, dense weights through cuBLAS, superblock formats dequantized by a Triton kernel
+for cuBLAS) and torch SDPA with a lower-right causal mask.
 The layer loops read like the reference backend's: attention block, then feed-forward block.
 """
 
