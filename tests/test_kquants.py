@@ -157,3 +157,17 @@ def test_bench_type_is_checked(tmp_path):
     assert mixes.check("q4_k_m") == "Q4_K_M" and mixes.check("iq4_xs") == "IQ4_XS"
     with pytest.raises(GGUFLMError, match="unknown synthetic model type 'q9'"):
         mixes.check("q9")
+
+
+def test_check_dequant_script_counts_a_mixed_file(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = SyntheticSpec(qtype="Q4_K_M", seed=8, **dict(TINY, n_layers=3))
+    path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_dequant.py"
+    proc = subprocess.run([sys.executable, str(script), str(path), "--rows", "0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # 3 layers of 7 matrices, the embedding and the head: Q6_K for the head and layer 2's attn_v and ffn_down
+    assert proc.stdout.splitlines() == ["Q4_K: 20 tensors bit-exact, 0 differ", "Q6_K: 3 tensors bit-exact, 0 differ"]
