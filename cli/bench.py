@@ -37,8 +37,11 @@ def _cache_pairs(k_types: str | None, v_types: str | None) -> list[tuple[str | N
 def bench(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="A GGUF file to benchmark."),
     shape: Optional[str] = typer.Option(
-        None, "--shape", help="Build a random Q8_0 model of this shape instead: llama-3-8b, llama-3.2-1b, "
+        None, "--shape", help="Build a random model of this shape instead: llama-3-8b, llama-3.2-1b, "
         "qwen2.5-7b, qwen3-8b (or tiny, for checking the code path on the CPU)."),
+    qtype: str = typer.Option(
+        "q8_0", "--type", help="Tensor types of the --shape model: q8_0, q4_k_m, q6_k, q4_0 (llama-quantize's "
+        "mixtures), or one type for every matrix (q4_k, q5_k, ...)."),
     device: str = typer.Option("cuda", help="cuda, cuda:N, or cpu (only sensible with --shape tiny)."),
     contexts: str = typer.Option("512,4096,16384,32768", help="Cache lengths to time decode at."),
     prefill: str = typer.Option("512,4096", help="Prompt lengths to time prefill at."),
@@ -56,6 +59,7 @@ def bench(
 
     import gguflm
     from gguflm.bench import markdown, run_bench
+    from gguflm.synthetic import mixes
     from gguflm.synthetic.shapes import synthetic_model
 
     if (model is None) == (shape is None):
@@ -67,7 +71,7 @@ def bench(
         raise GGUFLMError(f"--steps must be positive, not {steps}")
     ctx_list, prefill_list = _ints(contexts, "--contexts"), _ints(prefill, "--prefill")
     pairs = _cache_pairs(cache_type_k, cache_type_v)
-    path = model if model is not None else synthetic_model(shape, workdir)
+    path = model if model is not None else synthetic_model(shape, workdir, mixes.check(qtype))
     loaded = gguflm.load(path, device=device)
     report = run_bench(loaded, shape or path.name, ctx_list, prefill_list, steps, cache_types=pairs)
     typer.echo(markdown(report))

@@ -15,7 +15,7 @@ import torch
 
 from gguflm.engine import Engine, sync
 from gguflm.model import Model
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.sampling import GREEDY
 
 
@@ -78,7 +78,7 @@ def weight_bytes_per_token(model: Model) -> int:
     total = w.tok_embd.nbytes // model.config.n_vocab + (w.output.nbytes if w.tied else 0)
     for name, t in w.tensors():
         if name != "tok_embd":
-            total += t.nbytes if isinstance(t, PackedWeight) else t.numel() * t.element_size()
+            total += t.nbytes if isinstance(t, (PackedWeight, StackedWeight)) else t.numel() * t.element_size()
     return total
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 
 # fp32 rows expanded at a time: a whole expanded matrix (a 128k-vocab head is 1 GiB) would be
 # allocated and page-faulted afresh on every call; chunks under glibc's mmap threshold are reused,
@@ -20,8 +20,10 @@ EXPAND_BYTES = 1 << 20
 # ---------------------------------------------------------------------------- matrices
 
 
-def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x (T, K) @ W^T (+ bias) -> (T, N) fp32, expanding W to fp32 a block of rows at a time."""
+    if isinstance(w, StackedWeight):  # mixed formats: each piece in its own
+        return _stacked(linear, x, w, bias)
     x = x.float()
     n, k = w.shape
     step = max(1, EXPAND_BYTES // (4 * k))
@@ -33,10 +35,12 @@ def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -
     return out if bias is None else out + bias
 
 
-def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear_rows(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`linear` with each row of x (B, K) multiplied as a (1, K) product of its own: bit for bit what
     `linear` gives that row alone, whatever the other rows (a matmul's summation order depends on its
     M). The weight is still expanded once per block of rows and read by every row from there."""
+    if isinstance(w, StackedWeight):
+        return _stacked(linear_rows, x, w, bias)
     x = x.float()
     b, (n, k) = x.shape[0], w.shape
     step = n if w.fmt.torch_dtype == torch.float32 else max(1, EXPAND_BYTES // (4 * k))
@@ -44,6 +48,12 @@ def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = No
     for a in range(0, n, step):
         part = w.dequantize() if step >= n else w.rows(slice(a, a + step)).dequantize()  # (n', K)
         out[:, a : a + step] = torch.bmm(x[:, None, :], part.t().expand(b, k, part.shape[0]))[:, 0]
+    return out if bias is None else out + bias
+
+
+def _stacked(product, x: torch.Tensor, w: StackedWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    """`product` (linear or linear_rows) of each piece of a stacked weight, side by side along N."""
+    out = torch.cat([product(x, piece) for piece in w.pieces], dim=-1)
     return out if bias is None else out + bias
 
 

@@ -1,7 +1,8 @@
 """Weights: GGUF tensors streamed one at a time from the memory map onto device buffers, fused at load time.
 
 Every matrix becomes a `PackedWeight` in its format's device layout (the quant registry decides
-how); 1-D tensors (norms, biases, rope factors) become fp32 vectors.
+how), a fused one of mixed formats a `StackedWeight` of such pieces; 1-D tensors (norms, biases,
+rope factors) become fp32 vectors.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ from gguflm.arch import QK_NORM, QKV_BIAS, T, tensor_name
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import GGUFFile, TensorInfo
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 
 
 @dataclass
 class LayerWeights:
     attn_norm: torch.Tensor  # (dim,) fp32
-    wqkv: PackedWeight  # (q_dim + 2 * kv_dim, dim): Q rows, then K, then V
+    wqkv: PackedWeight | StackedWeight  # (q_dim + 2 * kv_dim, dim): Q rows, then K, then V
     bqkv: torch.Tensor | None  # (q_dim + 2 * kv_dim,) fp32, Qwen2
     q_norm: torch.Tensor | None  # (head_dim,) fp32, Qwen3
     k_norm: torch.Tensor | None  # (head_dim,) fp32, Qwen3
     wo: PackedWeight  # (dim, q_dim)
     ffn_norm: torch.Tensor  # (dim,) fp32
-    w_gate_up: PackedWeight  # (2 * ffn_dim, dim): gate rows, then up
+    w_gate_up: PackedWeight | StackedWeight  # (2 * ffn_dim, dim): gate rows, then up
     w_down: PackedWeight  # (dim, ffn_dim)
 
 
@@ -48,7 +49,7 @@ class ModelWeights:
     def tied(self) -> bool:
         return self.output is self.tok_embd
 
-    def tensors(self) -> Iterator[tuple[str, PackedWeight | torch.Tensor]]:
+    def tensors(self) -> Iterator[tuple[str, PackedWeight | StackedWeight | torch.Tensor]]:
         """(name, weight) of every loaded weight, the tied head once."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -109,21 +110,28 @@ class WeightLoader:
             out.append(fmt.dequantize(fmt.pack(host)).reshape(n))
         return torch.cat(out).to(self.device, copy=True)
 
-    def matrix(self, names: tuple[str, ...], shapes: list[tuple[int, int]]) -> PackedWeight:
-        """One weight made of the file matrices `names` stacked along rows (N), each (N_i, K)."""
+    def matrix(self, names: tuple[str, ...], shapes: list[tuple[int, int]]) -> PackedWeight | StackedWeight:
+        """One weight made of the file matrices `names` stacked along rows (N), each (N_i, K).
+
+        Consecutive matrices of one type share one fused buffer; where types differ (Q4_K_M's
+        Q6_K attn_v beside Q4_K attn_q/attn_k) each run of one type is its own piece of a
+        StackedWeight, still in its own format."""
         parts = [self._raw(n, s) for n, s in zip(names, shapes)]
-        types = {t.tensor_type for t, _ in parts}
-        n_total, k = sum(s[0] for s in shapes), shapes[0][1]
-        if len(types) == 1:  # the block bytes straight into one fused buffer, then the format's repack
-            raw = torch.empty((n_total, parts[0][1].shape[1]), dtype=torch.uint8, device=self.device)
-            self._stack(raw, [host for _, host in parts])
-            return quants.pack(raw, types.pop())
-        # mixed types in one fused weight: hold this one weight dense, in a type that holds them all
-        fmt = quants.get(quants.dense_type(types))
-        out = torch.empty((n_total, k), dtype=fmt.torch_dtype, device=self.device)
-        if self.device.type != "meta":  # on meta: a check of types and shapes, no data read
-            self._stack(out, [quants.pack(host, t.tensor_type).dequantize(fmt.torch_dtype) for t, host in parts])
-        return PackedWeight(fmt, (out,), k)
+        runs: list[list[tuple[TensorInfo, torch.Tensor]]] = []
+        for t, host in parts:
+            if runs and runs[-1][0][0].tensor_type == t.tensor_type:
+                runs[-1].append((t, host))
+            else:
+                runs.append([(t, host)])
+        pieces = [self._fused(run) for run in runs]
+        return pieces[0] if len(pieces) == 1 else StackedWeight(tuple(pieces))
+
+    def _fused(self, run: list[tuple[TensorInfo, torch.Tensor]]) -> PackedWeight:
+        """Matrices of one type: their block bytes straight into one buffer, then the format's repack."""
+        raw = torch.empty((sum(host.shape[0] for _, host in run), run[0][1].shape[1]), dtype=torch.uint8,
+                          device=self.device)
+        self._stack(raw, [host for _, host in run])
+        return quants.pack(raw, run[0][0].tensor_type)
 
     def _stack(self, out: torch.Tensor, blocks: list[torch.Tensor]) -> None:
         row = 0

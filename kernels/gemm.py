@@ -19,8 +19,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 
+from . import gemm_kquants
 from .gemv_legacy import nibble_planes
 from .nibbles import NIBBLE_FORMATS, block_values
 from .settings import dot_dtype, gemm_config
@@ -179,13 +180,18 @@ def nibble_gemm(x: torch.Tensor, w: PackedWeight, *, out: torch.Tensor | None = 
     return out
 
 
-def gemm(x: torch.Tensor, w: PackedWeight, act_dtype: torch.dtype) -> torch.Tensor:
+def gemm(x: torch.Tensor, w: PackedWeight | StackedWeight, act_dtype: torch.dtype) -> torch.Tensor:
     """y (M, N) fp32 = x (M, K) @ W^T for any supported format.
 
     Q8_0 and the 4/5-bit blocks: x rounded to act_dtype (fp16/bf16) for tensor cores, weight tiles
     dequantized in SRAM;
-    dense weights: x in the weight's own dtype, through torch (cuBLAS).
+    dense weights: x in the weight's own dtype, through torch (cuBLAS); superblock formats: see
+    gemm_kquants; a StackedWeight: one product per piece.
     """
+    if isinstance(w, StackedWeight):  # mixed formats: one product per block of rows
+        return torch.cat([gemm(x, piece, act_dtype) for piece in w.pieces], dim=1)
+    if w.fmt.kernel in gemm_kquants.FORMATS:
+        return gemm_kquants.gemm(x, w, act_dtype)
     if w.fmt.kernel == "q8_0":
         out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32, device=x.device)
         return q8_gemm(x.to(act_dtype), *w.parts, out=out)

@@ -207,7 +207,9 @@ def register_family(kernels: tuple[str, ...], family: GemvFamily) -> None:
 
 def supports(fmt: QuantFormat) -> bool:
     """Whether the GEMV has a kernel for this format's device layout."""
-    return fmt.kernel in FAMILIES
+    from .gemv_kquants import FORMATS  # the superblock formats' kernels (that module imports this one)
+
+    return fmt.kernel in FAMILIES or fmt.kernel in FORMATS
 
 
 def check_x(x: torch.Tensor, k: int, *buffers: torch.Tensor) -> None:
@@ -248,6 +250,12 @@ register_family(("dense", "q8_0"), GemvFamily(_launch_q8_dense, lambda w: w.part
 
 
 def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
+    from . import gemv_kquants, stacked  # the superblock formats, mixed-format weights (they import this module)
+
+    if isinstance(weight, stacked.StackedWeight):
+        return stacked.launch(x, weight, n_out, glu, bias, residual, out, config)
+    if weight.fmt.kernel in gemv_kquants.FORMATS:
+        return gemv_kquants.launch(x, weight, n_out, glu, bias, residual, out, config)
     if not supports(weight.fmt):
         raise ValueError(f"the Triton GEMV has no kernel for {weight.fmt.name} weights")
     if x.dim() in (1, 2) and x.shape[-1] != weight.k:

@@ -99,6 +99,31 @@ def reduce_block(n_out: int) -> int:
     return min(1024, triton.next_power_of_2(n_out))
 
 
+def kquant_gemv_config(n_out: int, k: int, type_size: int, n_mats: int, num_sms: int) -> GemvConfig:
+    """Tiles of the superblock formats' GEMV (kernels/gemv_kquants.py): block_k is 256 or 512 weights
+    (1 or 2 superblocks, dividing K); about 4 KiB of weight bytes per step (`type_size` bytes per
+    superblock row); rows halved, then K split, until >= 4 programs per SM. Not yet tuned on a GPU."""
+    n_sb = k // 256
+    sb = 2 if n_sb % 2 == 0 else 1
+    row_bytes = sb * type_size * n_mats
+    block_n = min(32, triton.next_power_of_2(triton.cdiv(4096, row_bytes)))
+    want = 4 * num_sms
+    while block_n > 2 and triton.cdiv(n_out, block_n) < want:
+        block_n //= 2
+    split_k, steps = 1, n_sb // sb
+    while triton.cdiv(n_out, block_n) * split_k * 2 <= want and steps % (split_k * 2) == 0:
+        split_k *= 2
+    num_warps = 4 if block_n * row_bytes >= 4096 else 2
+    return GemvConfig(block_n, 256 * sb, split_k, num_warps)
+
+
+def kquant_gemv_settings(n_out: int, k: int, type_size: int, n_mats: int, device: torch.device) -> GemvConfig:
+    """The superblock GEMV's tiles for this shape on this device (one superblock a step under the interpreter)."""
+    if device.type != "cuda":
+        return GemvConfig(block_n=min(64, triton.next_power_of_2(n_out)), block_k=256, split_k=1, num_warps=1)
+    return kquant_gemv_config(n_out, k, type_size, n_mats, num_sms(device))
+
+
 # ---------------------------------------------------------------------------- prefill GEMM
 
 

@@ -6,6 +6,10 @@ of the device-to-device copy bandwidth measured in the same run; weight sets are
 never holds them. Step 4 of scripts/gpu_check.py runs the same table. Alone, on a CUDA GPU:
 
     python scripts/bench_gemv.py [--models llama-3-8b,qwen2.5-7b] [--json bench_gemv.json]
+
+On any machine, the CPU reference path's speed per stored byte of each block format against Q8_0's:
+
+    python scripts/bench_gemv.py --cpu-reference 4096x4096
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 
 from gguflm import quants
 from gguflm.quants import PackedWeight, QuantFormat
+from gguflm.synthetic import kblocks
 
 MODELS = ("llama-3-8b", "qwen2.5-7b")
 POOL_ROWS = 16  # Gaussian rows quantized by gguf-py; weights draw their blocks from this pool
@@ -70,6 +75,9 @@ def random_weight(fmt: QuantFormat, n: int, k: int, device: torch.device, seed: 
     packed layout (the block scales) set to small positive values.
     """
     g = torch.Generator(device=device).manual_seed(seed)
+    if kblocks.supports(fmt.ggml_type):  # superblock formats: random valid blocks (gguf-py cannot quantize them)
+        raw = kblocks.random_blocks(np.random.default_rng(seed), n, k, fmt.ggml_type)
+        return quants.pack(torch.from_numpy(raw).to(device), fmt.ggml_type)
     if fmt.torch_dtype is not None:
         w = torch.randn(n, k, device=device, generator=g) / math.sqrt(k)
         return quants.pack(w.to(fmt.torch_dtype).view(torch.uint8), fmt.ggml_type)
@@ -216,6 +224,31 @@ def markdown(rows: list[dict], copy_bps: float) -> str:
     return "\n".join(lines)
 
 
+def cpu_reference_table(n: int, k: int, repeats: int = 9) -> list[dict]:
+    """The CPU reference path (ops.linear: rows expanded a chunk at a time) for one (n, k) weight in every
+    block format that can hold rows of k: the best of `repeats` rounds (each round times every format once,
+    so a busy machine slows them alike), stored GB/s, per-byte speed vs Q8_0."""
+    from gguflm import ops
+
+    device = torch.device("cpu")
+    x = torch.randn(1, k, generator=torch.Generator().manual_seed(1))
+    fmts = [f for f in quants.FORMATS.values() if f.torch_dtype is None and k % f.block_size == 0]
+    weights = {f.name: random_weight(f, n, k, device) for f in fmts}
+    best = dict.fromkeys(weights, float("inf"))
+    for _ in range(repeats):
+        for name, w in weights.items():
+            ops.linear(x, w)  # warm-up: the chunk buffers
+            started = time.perf_counter()
+            ops.linear(x, w)
+            best[name] = min(best[name], time.perf_counter() - started)
+    rows = [dict(format=name, ms=1e3 * t, gb_s=weights[name].nbytes / t / 1e9, gweights_s=n * k / t / 1e9)
+            for name, t in best.items()]
+    q8 = next((r["gb_s"] for r in rows if r["format"] == "Q8_0"), None)
+    for r in rows:
+        r["per_byte_vs_q8_0"] = r["gb_s"] / q8 if q8 else None
+    return rows
+
+
 def main() -> None:
     from gguflm.bench import copy_bandwidth
     from gguflm.files import write_text_atomic
@@ -223,7 +256,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="model shapes (gguflm.synthetic.shapes)")
     parser.add_argument("--json", default="bench_gemv.json", help="where to write the rows")
+    parser.add_argument("--cpu-reference", metavar="NxK", help="instead: time the CPU reference path on an NxK weight")
     args = parser.parse_args()
+    if args.cpu_reference:
+        n, k = (int(v) for v in args.cpu_reference.lower().split("x"))
+        print(f"CPU reference path (ops.linear), {n}x{k}, {torch.get_num_threads()} threads")
+        print("| format | ms | GB/s stored | G weights/s | per byte vs Q8_0 |\n|---|---:|---:|---:|---:|")
+        for r in cpu_reference_table(n, k):
+            print(f"| {r['format']} | {r['ms']:.1f} | {r['gb_s']:.3f} | {r['gweights_s']:.3f} | {r['per_byte_vs_q8_0']:.2f} |")
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_gemv.py needs a CUDA GPU and none is available.")
     device = torch.device("cuda")

@@ -135,6 +135,7 @@ def _compile_all() -> dict:
                                  dict(acc_ptr="*fp32", ml_ptr="*fp32", out_ptr="*fp32", n_head="i32", s_ob="i32",
                                       s_o="i32"),
                                  dict(HD=128, NUM_SPLITS=33, BLOCK_S=64, BLOCK_D=128), ())
+    out.update(_compile_kquants(settings))
     types = dict(x_ptr="*fp16", qs_ptr="*i8", d_ptr="*fp16", out_ptr="*fp16", M="i32", N="i32",
                  K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
     cfg = settings.gemm_config(512, 4096, 4096)
@@ -167,6 +168,42 @@ def _compile_all() -> dict:
     return out
 
 
+def _compile_kquants(settings) -> dict:
+    """The superblock formats' GEMV at Llama-3-8B shapes and their dequantization kernel (prefill)."""
+    import importlib
+
+    from gguflm import quants
+
+    kq, kqg = (importlib.import_module("gguflm.kernels." + m) for m in ("gemv_kquants", "gemm_kquants"))
+    out = {}
+    for kern, ptrs in KQ_PLANES.items():
+        fmt = next(f for f in quants.FORMATS.values() if f.kernel == kern)
+        planes = {f"p{i}": "*" + t for i, t in enumerate(ptrs)}
+        strides = {f"s{i}": "i32" for i in range(4)}
+        for n, k, glu, res in KQ_GEMV_CASES:
+            cfg = settings.kquant_gemv_config(n, k, fmt.type_size, 2 if glu else 1, num_sms=132)
+            r, l = kq.geometry(kern, cfg.block_k // 256)
+            types = dict(planes, **strides, x_ptr="*fp32", tab_ptr="*fp32", bias_ptr="*fp32", res_ptr="*fp32",
+                         out_ptr="*fp32", part_ptr="*fp32", M="i32", N_OUT="i32", stride_xm="i32", stride_rm="i32",
+                         stride_om="i32", sb_per_split="i32")
+            out[f"kq-gemv-{kern}-{n}-{k}"] = _compile(
+                kq._kq_gemv_kernel, types,
+                dict(FMT=kq.FORMATS[kern], BLOCK_N=cfg.block_n, SB=cfg.block_k // 256, R=r, L=l,
+                     HAS_MIN=fmt.has_min, GLU=glu, SPLIT=cfg.split_k > 1, HAS_BIAS=False, HAS_RES=res),
+                ("x_ptr", *planes, "out_ptr", "part_ptr", "res_ptr", "stride_xm", "s0"), num_warps=cfg.num_warps)
+        r, l = kq.geometry(kern, 2)
+        types = dict(planes, **strides, tab_ptr="*fp32", out_ptr="*fp16", N="i32", s_on="i32")
+        out[f"kq-dequant-{kern}"] = _compile(
+            kqg._kq_dequant_kernel, types, dict(FMT=kq.FORMATS[kern], BLOCK_N=kqg.DEQUANT_ROWS, R=r, L=l, SB=2),
+            (*planes, "out_ptr", "s0", "s_on"), num_warps=4)
+    return out
+
+
+# the planes' element types, in kernel order (gguflm/quants/kquants.py PLANES; a three-plane format repeats p0)
+KQ_PLANES = dict(q2_k=("u8", "u8", "fp16", "u8"), q3_k=("u8", "u8", "u8", "fp16"), q4_k=("u8", "u8", "fp16", "u8"),
+                 q5_k=("u8", "u8", "u8", "fp16"), q6_k=("u8", "u8", "i8", "fp16"), iq4_xs=("u8", "u8", "i16", "fp16"))
+# (N, K, gate+up, residual): attn_output/QKV-like and the fused gate+up of Llama-3-8B
+KQ_GEMV_CASES = [(4096, 4096, False, True), (14336, 4096, True, False)]
 # (N, K, gate+up, residual, bias); the last: Qwen2.5-7B's QKV, K not a multiple of 1024
 GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False),
               (128256, 2048, False, False, False), (256, 4096, False, False, False), (4608, 3584, False, False, True)]
@@ -228,6 +265,20 @@ def test_nibble_gemv_streams_with_16_byte_loads(compiled, case):
     info = compiled["gemv-{}-{}-{}".format(*case[:3])]
     assert info["v4_loads"] and not info["byte_loads"], info
     _no_spills(info)
+
+
+@pytest.mark.parametrize("kern", list(KQ_PLANES))
+@pytest.mark.parametrize("n,k", [(n, k) for n, k, *_ in KQ_GEMV_CASES])
+def test_kquant_gemv_streams_with_16_byte_loads(compiled, kern, n, k):
+    """The quant bits stream in 16-byte loads; the byte loads left are the per-sub-block scale gathers."""
+    info = compiled[f"kq-gemv-{kern}-{n}-{k}"]
+    assert info["v4_loads"]
+    _no_spills(info)
+
+
+@pytest.mark.parametrize("kern", list(KQ_PLANES))
+def test_kquant_dequantize_compiles_without_spills(compiled, kern):
+    _no_spills(compiled[f"kq-dequant-{kern}"])
 
 
 @pytest.mark.parametrize("case", ATTN_CASES)

@@ -13,7 +13,8 @@ QT = gguf.GGMLQuantizationType
 
 
 def test_registry_members_take_their_sizes_from_gguf():
-    assert quants.supported() == ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
+    assert quants.supported() == ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL",
+                                  "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS")
     for name in quants.supported():
         fmt = quants.get(QT[name])
         assert (fmt.block_size, fmt.type_size) == gguf.GGML_QUANT_SIZES[QT[name]]

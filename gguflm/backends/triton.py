@@ -4,7 +4,8 @@
 and the cache, so one CUDA graph can capture it. `decode_batch` runs the same layers over B rows,
 each at its own position in its own slot of a `KVPool` (the GEMVs take M rows; RoPE/cache store
 and decode attention read per-row positions and slots), for a graph per batch-size bucket. Prefill runs the GEMM launcher (Q8_0 tiles
-dequantized in SRAM, dense weights through cuBLAS) and torch SDPA with a lower-right causal mask.
+dequantized in SRAM, dense weights through cuBLAS, superblock formats dequantized by a Triton kernel
+for cuBLAS) and torch SDPA with a lower-right causal mask.
 The layer loops read like the reference backend's: attention block, then feed-forward block.
 """
 
@@ -17,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 
-from gguflm import ops
+from gguflm import ops, quants
 from gguflm.backends.base import Backend, check_room
 from gguflm.config import ModelConfig
 from gguflm.errors import GGUFLMError
 from gguflm.kernels import attention_decode, gemm, gemv, gemv_silu_mul, rmsnorm, rope_and_cache, supports
 from gguflm.kv_cache import CacheLayer, KVCache, KVPool
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.weights import LayerWeights, ModelWeights
 
 # ---------------------------------------------------------------------------- weights and buffers
@@ -32,14 +33,16 @@ from gguflm.weights import LayerWeights, ModelWeights
 def activation_dtype(weights: ModelWeights) -> torch.dtype:
     """bf16 for models stored in bf16 (fp16 could overflow their activations), else fp16."""
     w = weights.layers[0].wqkv if weights.layers else weights.tok_embd
-    return torch.bfloat16 if w.fmt.torch_dtype == torch.bfloat16 else torch.float16
+    return torch.bfloat16 if any(f.torch_dtype == torch.bfloat16 for f in quants.formats(w)) else torch.float16
 
 
 def check_kernels(weights: ModelWeights) -> None:
     """A clear error, naming the weight, for a format the kernels cannot read."""
     for name, w in weights.tensors():
-        if isinstance(w, PackedWeight) and not supports(w.fmt):
-            raise GGUFLMError(f"the triton backend has no kernel for {name}'s format {w.fmt.name} (use the reference backend)")
+        for fmt in quants.formats(w) if isinstance(w, (PackedWeight, StackedWeight)) else ():
+            if not supports(fmt):
+                raise GGUFLMError(f"the triton backend has no kernel for {name}'s format {fmt.name} "
+                                  "(use the reference backend)")
 
 
 @dataclass
@@ -180,7 +183,7 @@ class TritonBackend(Backend):
             attended = self._attend(q, k_layer.data, v_layer.data, start)
         return self._linear(attended, layer.wo)
 
-    def _linear(self, x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None,
+    def _linear(self, x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None,
                 wide: bool = False) -> torch.Tensor:
         """x (T, K) fp32 @ W^T -> (T, N) fp32 through the GEMM launcher.
 

@@ -104,6 +104,40 @@ class PackedWeight:
         return self.fmt.dequantize(self.parts, dtype)
 
 
+@dataclass
+class StackedWeight:
+    """A matrix whose row blocks are in different formats (a fused QKV of a Q4_K_M file, its V in Q6_K):
+    each block a PackedWeight of its own, multiplied block by block; never expanded in memory."""
+
+    pieces: tuple[PackedWeight, ...]  # rows in order: pieces[0]'s rows first
+
+    @property
+    def k(self) -> int:
+        return self.pieces[0].k
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (sum(p.shape[0] for p in self.pieces), self.k)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pieces[0].device
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.pieces)
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        import torch
+
+        return torch.cat([p.dequantize(dtype) for p in self.pieces])
+
+
+def formats(w: PackedWeight | StackedWeight) -> tuple[QuantFormat, ...]:
+    """The formats a matrix is held in: one, or one per piece of a stacked weight."""
+    return tuple(p.fmt for p in w.pieces) if isinstance(w, StackedWeight) else (w.fmt,)
+
+
 FORMATS: Registry[QuantFormat] = Registry(key=lambda f: f.ggml_type)
 register, unregister, lookup = FORMATS.register, FORMATS.unregister, FORMATS.lookup
 
@@ -128,13 +162,5 @@ def pack(raw: torch.Tensor, ggml_type: QT) -> PackedWeight:
     return PackedWeight(fmt, fmt.pack(raw), row_bytes // fmt.type_size * fmt.block_size)
 
 
-def dense_type(types: set[QT]) -> QT:
-    """The float type that holds weights of all these types without losing range: F32 if any is F32,
-    BF16 if any is BF16, else F16 (what a fused weight of mixed types is expanded to)."""
-    if QT.F32 in types:
-        return QT.F32
-    return QT.BF16 if QT.BF16 in types else QT.F16
-
-
 # The formats: importing a family module registers its members.
-from gguflm.quants import dense, iq4_nl, legacy  # noqa: E402,F401
+from gguflm.quants import dense, iq4_nl, kquants, legacy  # noqa: E402,F401

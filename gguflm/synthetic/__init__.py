@@ -15,7 +15,9 @@ import numpy as np
 
 from gguflm import arch as archs
 from gguflm.config import ModelConfig
+from gguflm.errors import GGUFLMError
 from gguflm.files import atomic_write
+from gguflm.synthetic import kblocks, mixes
 
 QT = gguf.GGMLQuantizationType
 
@@ -33,7 +35,7 @@ class SyntheticSpec:
     n_kv_heads: int = 2
     n_ctx: int = 512
     rope_base: float = 10000.0
-    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
+    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, a block type (Q8_0, Q4_0, ..., Q4_K, ...), or a mix (mixes.MIXES)
     tied: bool = False
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
@@ -80,10 +82,13 @@ def _iq4_nl_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray
 # gguf-py cannot; the other block formats quantize Gaussian weights with gguf.quants.quantize
 RANDOM_BLOCKS = {"Q8_0": _q8_0_blocks, "IQ4_NL": _iq4_nl_blocks}
 DENSE = {"F32": np.float32, "F16": np.float16}
+QUANTIZED = ("Q4_0", "Q4_1", "Q5_0", "Q5_1")  # gguf.quants.quantize makes these from Gaussian weights
 
 
 def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -> tuple[np.ndarray, QT]:
     """Random (rows, cols) weight in the file layout of `qtype`, scaled so activations stay O(1)."""
+    if qtype in QT.__members__ and kblocks.supports(QT[qtype]):
+        return kblocks.random_blocks(rng, rows, cols, QT[qtype]), QT[qtype]
     if qtype in RANDOM_BLOCKS:
         return RANDOM_BLOCKS[qtype](rng, rows, cols).reshape(rows, -1), QT[qtype]
     w = (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(np.float32)
@@ -91,6 +96,8 @@ def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -
         return w.astype(DENSE[qtype]), QT[qtype]
     if qtype == "BF16":
         return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.int16), QT.BF16
+    if qtype not in QUANTIZED:
+        raise GGUFLMError(f"synthetic files have no random weights of type {qtype} (a {rows}x{cols} tensor)")
     return np.asarray(gguf.quants.quantize(w, QT[qtype])), QT[qtype]
 
 
@@ -122,8 +129,9 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
             if name == archs.tensor_name(archs.T.ROPE_FREQS):
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
-                data, raw_dtype = _random_weight(rng, *shape, spec.qtype)
-                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype  # numpy cannot name the others
+                qtype = mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1])
+                data, raw_dtype = _random_weight(rng, *shape, qtype)
+                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
             else:  # norms around 1, biases around 0
                 around = 0.0 if name.endswith(".bias") else 1.0
                 data = (around + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
