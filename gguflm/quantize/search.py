@@ -84,48 +84,75 @@ def qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: fl
     sum_w = seqsum(w)
     sum_x = seqsum(w * x)
     flat = mx == mn
+    lv = np.empty_like(x)  # scratch buffers reused by every trial: the loop is bound by memory traffic
+    tmp = np.empty_like(x)
+
+    def grid(iscale, off):  # levels of x on the grid starting at `off`, into lv
+        np.subtract(x, off, out=lv)
+        np.multiply(lv, iscale, out=lv)
+        np.rint(lv, out=lv)
+        np.nan_to_num(lv, copy=False)
+        return np.clip(lv, 0, nmax, out=lv)
 
     def error(scale, lv, off):
-        diff = scale * lv + off - x
-        return seqsum(w * (np.abs(diff) if use_mad else diff * diff))
+        np.multiply(lv, scale, out=tmp)
+        np.add(tmp, off, out=tmp)
+        np.subtract(tmp, x, out=tmp)
+        np.abs(tmp, out=tmp) if use_mad else np.multiply(tmp, tmp, out=tmp)
+        np.multiply(tmp, w, out=tmp)
+        return seqsum(tmp)
 
-    iscale = F32(nmax) / np.where(flat, F32(1), mx - mn)
-    scale = F32(1) / iscale
-    levels = np.clip(nearest(iscale * (x - mn)), 0, nmax).astype(F32)
-    best = error(scale, levels, mn)
-    off = mn  # ggml's `min`: each trial's grid starts from the best min found so far
-    for step in range(nstep + 1):
-        with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = F32(nmax) / np.where(flat, F32(1), mx - mn)
+        scale = F32(1) / iscale
+        levels = grid(iscale, mn).copy()
+        best = error(scale, levels, mn)
+        off = mn  # ggml's `min`: each trial's grid starts from the best min found so far
+        for step in range(nstep + 1):
             iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / np.where(flat, F32(1), mx - off)
-            lv = np.clip(nearest(np.nan_to_num(iscale * (x - off))), 0, nmax).astype(F32)
-        wl = w * lv
-        sum_l, sum_l2, sum_xl = seqsum(wl), seqsum(wl * lv), seqsum(wl * x)
-        det = sum_w * sum_l2 - sum_l * sum_l
-        ok = det > 0
-        this_scale = safe_div(sum_w * sum_xl - sum_x * sum_l, det, ok)
-        this_min = safe_div(sum_l2 * sum_x - sum_l * sum_xl, det, ok)
-        clamp = this_min > 0
-        this_min = np.where(clamp, F32(0), this_min)
-        with np.errstate(divide="ignore", invalid="ignore"):
+            grid(iscale, off)
+            np.multiply(w, lv, out=tmp)  # w·l
+            sum_l = seqsum(tmp)
+            sum_xl = seqsum(tmp * x)
+            tmp *= lv
+            sum_l2 = seqsum(tmp)
+            det = sum_w * sum_l2 - sum_l * sum_l
+            ok = det > 0
+            this_scale = safe_div(sum_w * sum_xl - sum_x * sum_l, det, ok)
+            this_min = safe_div(sum_l2 * sum_x - sum_l * sum_xl, det, ok)
+            clamp = this_min > 0
+            this_min = np.where(clamp, F32(0), this_min)
             this_scale = np.where(clamp, sum_xl / sum_l2, this_scale).astype(F32)
             cur = error(this_scale, lv, this_min)
-        better = ok & (cur < best)
-        levels = np.where(better, lv, levels)
-        best = np.where(better, cur, best)
-        scale = np.where(better, this_scale, scale)
-        off = np.where(better, this_min, off)
+            better = ok & (cur < best)
+            if better.any():
+                np.copyto(levels, lv, where=better)
+                best = np.where(better, cur, best)
+                scale = np.where(better, this_scale, scale)
+                off = np.where(better, this_min, off)
     scale = np.where(flat, F32(0), scale)
     levels = np.where(flat, F32(0), levels).astype(np.int32)
     return scale.astype(F32), (-np.where(flat, mn, off)).astype(F32), levels
 
 
+def _iq4_lut() -> np.ndarray:
+    """best_index_int8's answer for each half-unit bin [k/2, (k+1)/2) of [-128, 128).
+
+    For v between table neighbours a < b it returns the upper index iff v - a >= b - v, i.e.
+    v >= (a+b)/2, a multiple of 1/2 (both sides are exact in float32 there), so the index is
+    constant on each bin."""
+    lo = np.arange(-256, 256, dtype=np.float64) / 2  # bin starts
+    mids = (IQ4_VALUES[:-1].astype(np.float64) + IQ4_VALUES[1:]) / 2
+    return np.searchsorted(mids, lo, side="right").astype(np.int32)
+
+
+_IQ4_LUT = _iq4_lut()
+
+
 def iq4_index(v: np.ndarray) -> np.ndarray:
     """best_index_int8 over the IQ4 table: the nearest value's index, the upper one on a tie."""
-    vals = IQ4_VALUES.astype(F32)
-    mu = np.clip(np.searchsorted(vals, v, side="right"), 1, 15)
-    lower = v - vals[mu - 1] < vals[mu] - v
-    idx = np.where(lower, mu - 1, mu)
-    return np.where(v <= vals[0], 0, np.where(v >= vals[15], 15, idx)).astype(np.int32)
+    b = np.floor(np.clip(np.nan_to_num(v), F32(-128), F32(127.5)) * F32(2))
+    return _IQ4_LUT[b.astype(np.int32) + 256]
 
 
 def iq4_scales(x: np.ndarray, ntry: int = 7) -> np.ndarray:
