@@ -39,7 +39,9 @@ def _symmetric(rows: np.ndarray, div: float):
 
 def _asymmetric(rows: np.ndarray, levels: int):
     b = _blocks(rows)
-    mn, mx = b.min(axis=1), b.max(axis=1)
+    # the first occurrence, as C's `if (v < min) min = v` keeps it: a block of zeros keeps the first zero's sign
+    mn = np.take_along_axis(b, b.argmin(axis=1)[:, None], axis=1)[:, 0]
+    mx = np.take_along_axis(b, b.argmax(axis=1)[:, None], axis=1)[:, 0]
     d = ((mx - mn) / F32(levels)).astype(F32)
     return b, d, inverse(d), mn
 
