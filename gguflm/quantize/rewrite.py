@@ -162,14 +162,15 @@ def quantize_file(src_path: str | Path, out_path: str | Path, type_name: str, *,
     result = QuantizeResult(out_path, mix, plan, sum(t.n_bytes for t in src.tensors.values()))
     start = time.perf_counter()
     with atomic_write(out_path, "the quantized GGUF file") as tmp:
-        _write(tmp, src, mix, plan, progress)
+        write_tensors(tmp, src, mix, plan, progress)
     result.seconds = time.perf_counter() - start
     for t in plan:
         result.counts[t.target.name] = result.counts.get(t.target.name, 0) + 1
     return result
 
 
-def _write(tmp: Path, src: GGUFFile, mix: Mix, plan: list[TensorPlan], progress: bool) -> None:
+def write_tensors(tmp: Path, src: GGUFFile, mix: Mix, plan: list[TensorPlan], progress: bool = False) -> None:
+    """Write `src`'s metadata and its tensors encoded as `plan` says to `tmp` (not atomically: the caller's job)."""
     entries = [raw for key, raw in gguf_raw.metadata_entries(src.path).items() if key not in _DROPPED]
     entries += [gguf_raw.u32_entry(gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION),
                 gguf_raw.u32_entry(gguf.Keys.General.FILE_TYPE, int(mix.file_type))]

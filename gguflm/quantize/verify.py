@@ -89,23 +89,27 @@ def runnable_types() -> set[QT]:
     return {QT(t) for t in QT if quants.lookup(QT(t)) is not None}
 
 
+def write_float_copy(gf: GGUFFile, out: Path, keep: set[QT] = frozenset({QT.F32})) -> Path:
+    """`gf` with every tensor not of a type in `keep` expanded to float32 (gguf-py's dequantizer)."""
+    from gguflm.quantize.rewrite import TensorPlan, write_tensors
+
+    plan = [TensorPlan(t.name, t.shape, t.tensor_type, t.tensor_type if t.tensor_type in keep else QT.F32)
+            for t in gf.tensors.values()]
+    write_tensors(out, gf, MIXES["F32"], plan)
+    return out
+
+
 @contextmanager
 def runnable(path: Path) -> Iterator[tuple[Path, bool]]:
     """The file itself when gguflm runs every tensor type in it, else a float32 copy of the
     tensors it cannot run (in a temporary directory, removed afterwards); and whether a copy was made."""
-    from gguflm.quantize.rewrite import TensorPlan, _write
-
     gf = open_gguf(path)
     ok = runnable_types()
     if all(t.tensor_type in ok for t in gf.tensors.values()):
         yield path, False
         return
-    plan = [TensorPlan(t.name, t.shape, t.tensor_type, t.tensor_type if t.tensor_type in ok else QT.F32)
-            for t in gf.tensors.values()]
     with tempfile.TemporaryDirectory(prefix="gguflm-verify-") as d:
-        twin = Path(d) / "dequantized.gguf"
-        _write(twin, gf, MIXES["F32"], plan, progress=False)
-        yield twin, True
+        yield write_float_copy(gf, Path(d) / "dequantized.gguf", ok), True
 
 
 def prompt_ids(model) -> list[list[int]]:
