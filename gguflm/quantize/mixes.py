@@ -8,6 +8,7 @@ and ternary mixes, which need an importance matrix or formats gguflm does not wr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import gguf
@@ -127,6 +128,28 @@ def allows_quantization(name: str, shape: tuple[int, ...], options: MixOptions =
 
 
 # ---------------------------------------------------------------------------- the rules
+
+def _layer(name: str) -> int:
+    m = re.match(r"blk\.(\d+)\.", name)
+    return int(m.group(1)) if m else -1
+
+
+def rule_layers(names: list[str]) -> dict[str, int]:
+    """The layer index llama.cpp's rules see: for attn_v-like and ffn_down tensors the count of
+    earlier ones in its (layer, name) order (i_attention_wv, i_ffn_down), else the block index."""
+    order = sorted(names, key=lambda n: (_layer(n), n))
+    seen: dict[str, int] = {}
+    out = {}
+    for n in order:
+        cat = category(n)
+        if cat in ("attn_v", "ffn_down"):
+            out[n] = seen.get(cat, 0)
+            seen[cat] = out[n] + 1
+        else:
+            out[n] = _layer(n)
+    return out
+
+
 
 def _more_bits(i: int, n: int) -> bool:
     """The layers llama.cpp gives more bits: the first and last eighth, and every third between."""

@@ -9,7 +9,6 @@ name only when complete (gguflm.files.atomic_write): an error or Ctrl-C leaves n
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from gguflm.files import atomic_write
 from gguflm.gguf_file import GGUFFile, TensorInfo, open_gguf
 from gguflm.quantize import gguf_raw
 from gguflm.quantize.blocks import quantize_rows, row_bytes
-from gguflm.quantize.mixes import Mix, MixOptions, ModelFacts, category, get_mix, tensor_type
+from gguflm.quantize.mixes import Mix, MixOptions, ModelFacts, get_mix, rule_layers, tensor_type
 
 log = logging.getLogger(__name__)
 QT = gguf.GGMLQuantizationType
@@ -66,11 +65,6 @@ class QuantizeResult:
 
 # ---------------------------------------------------------------------------- planning
 
-def _layer(name: str) -> int:
-    m = re.match(r"blk\.(\d+)\.", name)
-    return int(m.group(1)) if m else -1
-
-
 def model_facts(src: GGUFFile) -> ModelFacts:
     arch = src.architecture
     n_layers = src.get(f"{arch}.block_count", 0, int)
@@ -80,22 +74,6 @@ def model_facts(src: GGUFFile) -> ModelFacts:
     experts = src.get(f"{arch}.expert_count", 0)
     return ModelFacts(arch, n_layers, gqa, experts if isinstance(experts, int) else 0,
                       tied="output.weight" not in src.tensors)
-
-
-def rule_layers(names: list[str]) -> dict[str, int]:
-    """The layer index llama.cpp's rules see: for attn_v-like and ffn_down tensors the count of
-    earlier ones in its (layer, name) order (i_attention_wv, i_ffn_down), else the block index."""
-    order = sorted(names, key=lambda n: (_layer(n), n))
-    seen: dict[str, int] = {}
-    out = {}
-    for n in order:
-        cat = category(n)
-        if cat in ("attn_v", "ffn_down"):
-            out[n] = seen.get(cat, 0)
-            seen[cat] = out[n] + 1
-        else:
-            out[n] = _layer(n)
-    return out
 
 
 def plan_tensors(src: GGUFFile, mix: Mix, options: MixOptions = MixOptions()) -> list[TensorPlan]:
