@@ -91,8 +91,7 @@ def qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: fl
         np.subtract(x, off, out=lv)
         np.multiply(lv, iscale, out=lv)
         np.rint(lv, out=lv)
-        np.nan_to_num(lv, copy=False)
-        return np.clip(lv, 0, nmax, out=lv)
+        return np.clip(lv, F32(0), F32(nmax), out=lv)
 
     def error(scale, lv, off):
         np.multiply(lv, scale, out=tmp)
