@@ -51,8 +51,9 @@ def rmse_rows(src, out, oracle: Oracle | None) -> tuple[float, float | None, boo
                 se_ref += float(((x.astype(np.float64) - yr) ** 2).sum())
             elif oracle is not None:  # float types: the same rounding either way
                 se_ref += float(((x.astype(np.float64) - y) ** 2).sum())
-    rel = (se / ss) ** 0.5
-    return rel, ((se_ref / ss) ** 0.5 if oracle else None), identical
+    if ss == 0:  # every tensor kept as it was (already in its target type)
+        return 0.0, (0.0 if oracle else None), identical
+    return (se / ss) ** 0.5, ((se_ref / ss) ** 0.5 if oracle else None), identical
 
 
 def main() -> int:
