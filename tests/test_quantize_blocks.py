@@ -77,9 +77,14 @@ def test_float_types_match_numpy_and_gguf():
     assert np.array_equal(quantize_rows(x, QT.F32).view(np.float32), x)
 
 
-def test_rows_not_whole_blocks_are_refused():
+def test_rows_not_whole_blocks_and_non_finite_weights_are_refused():
     with pytest.raises(GGUFLMError, match="multiple"):
         quantize_rows(gaussian(2, 96), QT.Q4_K)
+    x = gaussian(2, 256)
+    x[1, 7] = np.nan
+    for qtype in QUANTIZED:
+        with pytest.raises(GGUFLMError, match=f"NaN or infinite cannot be quantized to {qtype.name}"):
+            quantize_rows(x, qtype)
 
 
 @pytest.mark.skipif(not DEFAULT_LIB.is_file(), reason=f"ggml's quantizers are not built at {DEFAULT_LIB} "

@@ -63,6 +63,8 @@ def quantize_rows(rows: np.ndarray, qtype: QT) -> np.ndarray:
         raise GGUFLMError(f"a {qtype.name} row holds whole blocks of {block} weights; {k} is not a multiple.")
     if n == 0:
         return np.zeros((0, row_bytes(qtype, k)), dtype=np.uint8)
+    if qtype not in (QT.F32, QT.F16, QT.BF16) and not np.isfinite(rows).all():
+        raise GGUFLMError(f"weights that are NaN or infinite cannot be quantized to {qtype.name}.")
     out = np.empty((n, row_bytes(qtype, k)), dtype=np.uint8)
     step = max(1, CHUNK_WEIGHTS // k)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -119,7 +119,10 @@ def encode_tensor(info: TensorInfo, target: QT) -> Iterator[bytes | np.ndarray]:
     rows = int(np.prod(info.shape[1:])) if len(info.shape) > 1 else 1
     step = max(1, CHUNK_BYTES // (4 * info.shape[0]))
     for a in range(0, rows, step):
-        yield quantize_rows(source_rows(info, a, min(rows, a + step)), target).reshape(-1)
+        try:
+            yield quantize_rows(source_rows(info, a, min(rows, a + step)), target).reshape(-1)
+        except GGUFLMError as e:
+            raise GGUFLMError(f"tensor {info.name}: {e}") from None
 
 
 def quantize_file(src_path: str | Path, out_path: str | Path, type_name: str, *, options: MixOptions = MixOptions(),

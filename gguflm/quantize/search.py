@@ -146,12 +146,19 @@ def _iq4_lut() -> np.ndarray:
 
 
 _IQ4_LUT = _iq4_lut()
+_IQ4_VALUE_LUT = IQ4_VALUES.astype(F32)[_IQ4_LUT]
+
+
+def _iq4_bins(v: np.ndarray) -> np.ndarray:
+    b = np.clip(v, F32(-128), F32(127.5))
+    np.multiply(b, F32(2), out=b)  # exact; floor of it is the half-unit bin
+    np.floor(b, out=b)
+    return b.astype(np.int32) + 256
 
 
 def iq4_index(v: np.ndarray) -> np.ndarray:
     """best_index_int8 over the IQ4 table: the nearest value's index, the upper one on a tie."""
-    b = np.floor(np.clip(np.nan_to_num(v), F32(-128), F32(127.5)) * F32(2))
-    return _IQ4_LUT[b.astype(np.int32) + 256]
+    return _IQ4_LUT[_iq4_bins(v)]
 
 
 def iq4_scales(x: np.ndarray, ntry: int = 7) -> np.ndarray:
@@ -164,7 +171,7 @@ def iq4_scales(x: np.ndarray, ntry: int = 7) -> np.ndarray:
     w = x * x
 
     def trial(inv):
-        q = vals[iq4_index(inv * x)]
+        q = _IQ4_VALUE_LUT[_iq4_bins(inv * x)]
         wq = w * q
         return seqsum(wq * x), seqsum(wq * q)
 
