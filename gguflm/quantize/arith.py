@@ -28,6 +28,12 @@ def nearest(v: np.ndarray) -> np.ndarray:
     return np.rint(v).astype(np.int32)
 
 
+def rint_clip(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """MAX(lo, MIN(hi, nearest_int(v))) as float32, computed in place in `v` (a temporary)."""
+    np.rint(v, out=v)
+    return np.clip(v, F32(lo), F32(hi), out=v)
+
+
 def roundf(v: np.ndarray) -> np.ndarray:
     """C roundf: half away from zero, exact (no v + 0.5 rounding), as float32."""
     t = np.trunc(v)

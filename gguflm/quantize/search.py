@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gguflm.quantize.arith import F32, GROUP_MAX_EPS, inverse, nearest, safe_div, seqsum, signed_absmax
+from gguflm.quantize.arith import F32, GROUP_MAX_EPS, inverse, nearest, rint_clip, safe_div, seqsum, signed_absmax
 
 IQ4_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 
@@ -24,7 +24,7 @@ def qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     wx = w * x
 
     def trial(iscale):
-        lv = np.clip(nearest(iscale * x), -nmax, nmax - 1).astype(F32)
+        lv = rint_clip(iscale * x, -nmax, nmax - 1)
         return lv, seqsum(wx * lv), seqsum(w * lv * lv)
 
     lv, sumlx, suml2 = trial(F32(-nmax) / mx)
