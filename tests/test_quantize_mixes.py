@@ -18,7 +18,7 @@ import pytest
 
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import open_gguf
-from gguflm.quantize.mixes import MixOptions, fallback, get_mix
+from gguflm.quantize.mixes import MixOptions, fallback, get_mix, tensor_qtype
 from gguflm.quantize.rewrite import plan_tensors
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
 
@@ -119,3 +119,6 @@ def test_names_and_aliases():
     assert get_mix("iq4_xs").file_type == gguf.LlamaFileType.MOSTLY_IQ4_XS
     with pytest.raises(GGUFLMError, match="unknown quantization type 'Q7_K'; choose from Q4_0"):
         get_mix("Q7_K")
+    assert tensor_qtype("q6_k") == QT.Q6_K
+    with pytest.raises(GGUFLMError, match="unknown tensor type 'IQ2_XXS'; choose from F32"):
+        tensor_qtype("IQ2_XXS")  # a real ggml type, but not one gguflm writes
