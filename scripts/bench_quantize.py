@@ -1,9 +1,10 @@
 """`gguflm quantize` speed: MB/s of f16 source per type and the peak RSS of each run.
 
 Writes a synthetic f16 GGUF of the given size (a llama of real proportions, random weights), then
-quantizes it to each type in a fresh process (so each peak RSS is that run's own) and prints one
+quantizes it to each type in a fresh process and prints one
 markdown row per type: wall MB/s, CPU MB/s (source MB per CPU second: the rate a machine not shared
-with other work would see per core), seconds, peak RSS.
+with other work would see per core), seconds, peak RSS (the process's VmHWM: ru_maxrss would keep the
+parent's size across fork and exec). The peak counts the source's pages, which are memory-mapped.
 
     python scripts/bench_quantize.py [--mib 256] [--types Q4_K_M,Q8_0,...] [--workdir /tmp/gguflm-bench-quantize]
 """
@@ -21,13 +22,13 @@ from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
 from gguflm.synthetic.vocab import spm_tokenizer
 
 CHILD = r"""
-import json, resource, sys, time
+import json, re, sys, time
 from gguflm.quantize.rewrite import quantize_file
 src, out, qtype = sys.argv[1:4]
 t0, c0 = time.perf_counter(), time.process_time()
 r = quantize_file(src, out, qtype)
 print(json.dumps(dict(seconds=time.perf_counter() - t0, cpu=time.process_time() - c0, source=r.source_bytes,
-                      out=r.total_bytes, rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
+                      out=r.total_bytes, rss=int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read())[1]) * 1024)))
 """
 
 
