@@ -2,7 +2,7 @@
 
 Needs llama-cpp-python in some Python (it is not a dependency of gguflm): that interpreter runs
 llama_model_quantize on each model and type; this one runs gguflm's quantizer on the same input
-and compares, per tensor, the type (the mix table) and the bytes. With no MODEL, the two tiny
+and compares, per tensor, the type (the mix table) and the bytes, and the whole files. With no MODEL, the two tiny
 models of tests/test_quantize_mixes.py (Llama- and Qwen2-shaped) are written and used.
 
     python scripts/compare_quantize_llama_cpp.py --llama-python /work/venvs/llamacpp/bin/python \\
@@ -12,6 +12,7 @@ models of tests/test_quantize_mixes.py (Llama- and Qwen2-shaped) are written and
 from __future__ import annotations
 
 import argparse
+import filecmp
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,9 @@ def main() -> int:
                                 "1" if args.allow_requantize else "0"], check=True, capture_output=True)
                 quantize_file(model, mine, mix.name, allow_requantize=args.allow_requantize)
                 diffs, same, n = compare(ref, mine)
+                whole = filecmp.cmp(ref, mine, shallow=False)
                 print(f"{model.name} {mix.name}: {'same type table' if not diffs else f'{len(diffs)} types differ'}, "
-                      f"{same}/{n} tensors byte-identical")
+                      f"{same}/{n} tensors byte-identical, {'the same file' if whole else 'the files differ'}")
                 for line in diffs[:10]:
                     print("   ", line)
                 bad += len(diffs)

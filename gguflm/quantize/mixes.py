@@ -129,7 +129,8 @@ def allows_quantization(name: str, shape: tuple[int, ...], options: MixOptions =
 
 # ---------------------------------------------------------------------------- the rules
 
-def _layer(name: str) -> int:
+def layer_of(name: str) -> int:
+    """The block index of a `blk.N.` tensor, -1 for the others (llama.cpp's weight_name_comparer)."""
     m = re.match(r"blk\.(\d+)\.", name)
     return int(m.group(1)) if m else -1
 
@@ -137,7 +138,7 @@ def _layer(name: str) -> int:
 def rule_layers(names: list[str]) -> dict[str, int]:
     """The layer index llama.cpp's rules see: for attn_v-like and ffn_down tensors the count of
     earlier ones in its (layer, name) order (i_attention_wv, i_ffn_down), else the block index."""
-    order = sorted(names, key=lambda n: (_layer(n), n))
+    order = sorted(names, key=lambda n: (layer_of(n), n))
     seen: dict[str, int] = {}
     out = {}
     for n in order:
@@ -146,9 +147,8 @@ def rule_layers(names: list[str]) -> dict[str, int]:
             out[n] = seen.get(cat, 0)
             seen[cat] = out[n] + 1
         else:
-            out[n] = _layer(n)
+            out[n] = layer_of(n)
     return out
-
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -167,8 +167,8 @@ def _mixed(name: str, ne0: int, layer: int, facts: ModelFacts, mix: Mix, options
         if facts.arch == "falcon" or ne0 % gguf.GGML_QUANT_SIZES[new][0]:
             return QT.Q8_0
         return new if new == QT.Q8_0 else QT.Q6_K
-    if cat == "token_embd":
-        return options.token_embedding_type or new
+    if cat == "token_embd":  # (an explicit --token-embedding-type was applied before the rules)
+        return new
     if cat == "attn_v":  # `layer` is llama.cpp's i_attention_wv: the index among attn_v-like tensors
         gqa4 = facts.n_gqa >= 4
         if ft == FT.MOSTLY_Q2_K:

@@ -23,7 +23,7 @@ from gguflm.files import atomic_write
 from gguflm.gguf_file import GGUFFile, TensorInfo, open_gguf
 from gguflm.quantize import gguf_raw
 from gguflm.quantize.blocks import quantize_rows, row_bytes
-from gguflm.quantize.mixes import Mix, MixOptions, ModelFacts, get_mix, rule_layers, tensor_type
+from gguflm.quantize.mixes import Mix, MixOptions, ModelFacts, get_mix, layer_of, rule_layers, tensor_type
 
 log = logging.getLogger(__name__)
 QT = gguf.GGMLQuantizationType
@@ -77,12 +77,14 @@ def model_facts(src: GGUFFile) -> ModelFacts:
 
 
 def plan_tensors(src: GGUFFile, mix: Mix, options: MixOptions = MixOptions()) -> list[TensorPlan]:
-    """Every tensor's target type under `mix`, in file order (what `--dry-run` prints)."""
+    """Every tensor's target type under `mix` (what `--dry-run` prints), in llama-quantize's order:
+    by block index (the others first), then by name, so the file is the one llama-quantize writes."""
     facts = model_facts(src)
     layers = rule_layers(list(src.tensors))
+    order = sorted(src.tensors.values(), key=lambda t: (layer_of(t.name), t.name))
     return [TensorPlan(t.name, t.shape, t.tensor_type,
                        tensor_type(t.name, t.shape, layers[t.name], facts, mix, options, t.tensor_type))
-            for t in src.tensors.values()]
+            for t in order]
 
 
 def check_requantize(plan: list[TensorPlan], allow: bool) -> list[TensorPlan]:
