@@ -13,8 +13,8 @@ TYPES_HELP = ("Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_
 
 
 def quantize(
-    src: Path = typer.Argument(..., help="The GGUF file to quantize.", show_default=False),
-    out: Path = typer.Argument(..., help="The GGUF file to write.", show_default=False),
+    src: Path = typer.Argument(..., metavar="IN.gguf", help="The GGUF file to quantize.", show_default=False),
+    out: Path = typer.Argument(..., metavar="OUT.gguf", help="The GGUF file to write.", show_default=False),
     qtype: str = typer.Argument(..., metavar="TYPE", help=f"llama-quantize's type name: {TYPES_HELP}.",
                                 show_default=False),
     allow_requantize: bool = typer.Option(False, "--allow-requantize",
