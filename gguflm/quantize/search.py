@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gguflm.quantize.arith import F32, GROUP_MAX_EPS, inverse, nearest, rint_clip, safe_div, seqsum, signed_absmax
+from gguflm.quantize.arith import F32, GROUP_MAX_EPS, nearest, rint_clip, safe_div, seqsum, signed_absmax
 
 IQ4_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 
@@ -186,5 +186,3 @@ def iq4_scales(x: np.ndarray, ntry: int = 7) -> np.ndarray:
         best = np.where(better, d * sumqx, best)
     return np.where(live, d, F32(0)).astype(F32)
 
-
-__all__ = ["IQ4_VALUES", "inverse", "iq4_index", "iq4_scales", "q3_quants", "qkx2_quants", "qx_quants"]
