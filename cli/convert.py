@@ -11,18 +11,17 @@ import typer
 from gguflm.errors import GGUFLMError
 
 
-class OutType(str, Enum):
-    f32 = "f32"
-    f16 = "f16"
-    bf16 = "bf16"
-    q8_0 = "q8_0"
-    auto = "auto"
+# gguflm.convert.plan.OUTTYPES and auto, spelled out so that --help imports nothing heavy
+OutType = Enum("OutType", {n: n for n in (
+    "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "iq4_xs", "q2_k", "q3_k_s", "q3_k_m",
+    "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "auto")}, type=str)
 
 
 def convert(
     hf_dir: Path = typer.Argument(..., help="Hugging Face checkpoint folder (config.json + weights).", show_default=False),
     out: Path = typer.Option(None, "-o", "--outfile", help="Output file (default: ./<dir>-<OUTTYPE>.gguf)."),
-    outtype: OutType = typer.Option(OutType.f16, "--outtype", help="Weight type of 2-D tensors."),
+    outtype: OutType = typer.Option(OutType.f16, "--outtype", help="Weight type of 2-D tensors: a float type, "
+                                    "q8_0, or a llama-quantize type (q4_k_m, ...) with its per-tensor rules."),
     vocab_only: bool = typer.Option(False, "--vocab-only", help="Write metadata and tokenizer only."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be written, write nothing."),
     verify: bool = typer.Option(False, "--verify", help="Run the result with gguflm and transformers (float32, CPU) and compare logits and greedy tokens."),
@@ -63,7 +62,7 @@ def _verify(path: Path, hf_dir: Path, outtype: str) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-    report = verify_conversion(path, hf_dir)
+    report = verify_conversion(path, hf_dir, outtype=outtype)
     typer.echo(report.summary())
     verdict, passed = report.verdict(outtype)
     typer.echo(verdict)

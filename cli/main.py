@@ -51,9 +51,9 @@ def _root(
 
 def _register() -> None:
     # Each command module registers its own command; they import their heavy parts only when run.
-    from gguflm.cli import bench, chat, convert, info, run, serve, tokenize
+    from gguflm.cli import bench, chat, convert, info, quantize, run, serve, tokenize
 
-    for module in (info, convert, tokenize, run, chat, bench, serve):
+    for module in (info, convert, quantize, tokenize, run, chat, bench, serve):
         module.register(app)
     for command in app.registered_commands:
         command.callback = _interruptible(command.callback)

@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as Q
 
 from gguflm.convert.hparams import permute_qk
 from gguflm.convert.plan import PlannedTensor
+from gguflm.quantize.blocks import quantize_rows
 
 # Rows per chunk keep a chunk's float32 copy near this size, so peak memory is set by the
 # chunk, not by the largest tensor (an embedding table can be hundreds of MB).
@@ -39,8 +40,8 @@ def row_chunks(t: PlannedTensor) -> Iterator[torch.Tensor]:
 def encode_chunks(t: PlannedTensor) -> Iterator[np.ndarray]:
     """Contiguous arrays that, concatenated, are the tensor's GGUF data.
 
-    Every type here (F32, F16, BF16, Q8_0) encodes rows independently, so chunking by
-    rows gives exactly the bytes of `gguf.quants.quantize` on the whole tensor.
+    Every type encodes rows independently, so chunking by rows gives exactly the bytes of
+    `gguf.quants.quantize` (float types, Q8_0) or gguflm's quantizers on the whole tensor.
     """
     for chunk in row_chunks(t):
         # float32 first, as llama.cpp does: exact for f16/bf16 sources, so no double rounding.
@@ -52,4 +53,6 @@ def _encode(chunk: np.ndarray, qtype: Q) -> np.ndarray:
         return np.ascontiguousarray(chunk, dtype=np.float32)
     if qtype == Q.F16:
         return chunk.astype(np.float16)
-    return gguf.quants.quantize(chunk, qtype)
+    if qtype in (Q.BF16, Q.Q8_0):
+        return gguf.quants.quantize(chunk, qtype)
+    return quantize_rows(chunk, qtype)  # llama-quantize's block types

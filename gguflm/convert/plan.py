@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
@@ -15,13 +15,19 @@ from gguflm.arch import Architecture, T, tensor_name
 from gguflm.convert import hparams as H
 from gguflm.convert.checkpoint import TensorSource, list_tensors, read_config
 from gguflm.errors import GGUFLMError
+from gguflm.quantize.mixes import MIXES, ModelFacts, rule_layers
+from gguflm.quantize.mixes import tensor_type as mix_tensor_type
 
+# The converter's own types (every 2-D weight in one type, as llama.cpp's converter writes them) ...
 OUTTYPES: dict[str, tuple[FT, Q]] = {
     "f32": (FT.ALL_F32, Q.F32),
     "f16": (FT.MOSTLY_F16, Q.F16),
     "bf16": (FT.MOSTLY_BF16, Q.BF16),
     "q8_0": (FT.MOSTLY_Q8_0, Q.Q8_0),
 }
+# ... and llama-quantize's mixes, straight from the checkpoint with its per-tensor rules.
+MIX_OUTTYPES = {name.lower(): mix for name, mix in MIXES.items() if name.lower() not in OUTTYPES}
+OUTTYPES |= {name: (mix.file_type, mix.default) for name, mix in MIX_OUTTYPES.items()}
 # Order within a block (llama.cpp's), so sharded and single-file checkpoints give byte-identical files.
 _BLOCK_ORDER = tuple(gguf.TENSOR_NAMES[t].split(".")[-1] for t in archs.LAYER_ORDER)
 
@@ -111,8 +117,23 @@ def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False) -
         heads = H.qk_heads(config, name) if arch.permute_qk else None
         planned.append(PlannedTensor(name, src.shape, tensor_type(name, src.shape, default), src, heads))
     _check_complete(planned, config)
+    if outtype in MIX_OUTTYPES:
+        planned = _mixed_types(planned, config, arch, outtype)
     planned.sort(key=_order)
     return ConversionPlan(hf_dir, config, arch, outtype, file_type, tuple(planned))
+
+
+def _mixed_types(planned: list[PlannedTensor], config: dict, arch: Architecture, outtype: str) -> list[PlannedTensor]:
+    """Each tensor's type under llama-quantize's rules for the mix, as `gguflm quantize` gives it."""
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    facts = ModelFacts(arch.name, config["num_hidden_layers"], max(1, heads // kv),
+                       tied=tensor_name(T.OUTPUT) not in {t.name for t in planned})
+    layers = rule_layers([t.name for t in planned])
+    mix = MIX_OUTTYPES[outtype]
+    return [replace(t, qtype=mix_tensor_type(t.name, tuple(reversed(t.shape)), layers[t.name], facts, mix,
+                                             current=Q.F32))
+            for t in planned]
 
 
 def _check_complete(planned: list[PlannedTensor], config: dict) -> None:
