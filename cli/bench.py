@@ -40,8 +40,8 @@ def bench(
         None, "--shape", help="Build a random model of this shape instead: llama-3-8b, llama-3.2-1b, "
         "qwen2.5-7b, qwen3-8b (or tiny, for checking the code path on the CPU)."),
     qtype: str = typer.Option(
-        "q8_0", "--type", help="Tensor types of the --shape model: q8_0, q4_k_m, q6_k, q4_0 (llama-quantize's "
-        "mixtures), or one type for every matrix (q4_k, q5_k, ...)."),
+        "q8_0", "--type", help="Tensor types of the --shape model: one type for every matrix (q8_0, q6_k, "
+        "q4_0, q4_k, ...), or a llama-quantize mix (q4_k_m, q5_k_m, q3_k_l, ...: its per-tensor rules)."),
     device: str = typer.Option("cuda", help="cuda, cuda:N, or cpu (only sensible with --shape tiny)."),
     contexts: str = typer.Option("512,4096,16384,32768", help="Cache lengths to time decode at."),
     prefill: str = typer.Option("512,4096", help="Prompt lengths to time prefill at."),

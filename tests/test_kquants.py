@@ -11,7 +11,7 @@ from gguflm import quants
 from gguflm.backends.reference import ReferenceBackend
 from gguflm.quants import PackedWeight, StackedWeight, dense
 from gguflm.synthetic import SyntheticSpec, kblocks, write_synthetic_gguf
-from gguflm.synthetic.mixes import more_bits, tensor_type
+from gguflm.synthetic.mixes import tensor_type
 
 QT = gguf.GGMLQuantizationType
 KQUANTS = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS")
@@ -64,6 +64,11 @@ def test_random_blocks_keep_activations_order_one(name):
     w = gguf.quants.dequantize(_raw(name, 64, 1024, seed=9), QT[name])
     assert np.isfinite(w).all()
     assert 0.5 < w.std() * np.sqrt(1024) < 2 and abs(w.mean()) * np.sqrt(1024) < 0.3
+
+
+def more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of the layers, and every third between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
 def test_q4_k_m_mix_is_llama_quantizes_shape():
@@ -142,7 +147,7 @@ def test_llama_3_8b_q4_k_m_mix_has_the_real_files_tensor_counts_and_bytes():
     counts, total = {}, 0
     for name, shape in archs.file_tensors(spec.config, spec.layer_extras, spec.tied, spec.rope_freqs):
         if len(shape) == 2:
-            qtype = tensor_type(spec.qtype, name, spec.n_layers, shape[1])
+            qtype = tensor_type(spec.qtype, name, spec.n_layers, shape[1], spec.arch, spec.n_heads // spec.n_kv_heads)
             block, size = gguf.GGML_QUANT_SIZES[QT[qtype]]
             counts[qtype] = counts.get(qtype, 0) + 1
             total += shape[0] * shape[1] // block * size

@@ -35,7 +35,7 @@ class SyntheticSpec:
     n_kv_heads: int = 2
     n_ctx: int = 512
     rope_base: float = 10000.0
-    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, a block type (Q8_0, Q4_0, ..., Q4_K, ...), or a mix (mixes.MIXES)
+    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, a block type (Q8_0, Q4_0, ..., Q4_K, ...), or a llama-quantize mix (Q4_K_M, ...: mixes)
     tied: bool = False
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
@@ -129,7 +129,8 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
             if name == archs.tensor_name(archs.T.ROPE_FREQS):
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
-                qtype = mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1])
+                qtype = mixes.tensor_type(spec.qtype, name, spec.n_layers, shape[1], spec.arch,
+                                          spec.n_heads // spec.n_kv_heads)
                 data, raw_dtype = _random_weight(rng, *shape, qtype)
                 raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
             else:  # norms around 1, biases around 0
