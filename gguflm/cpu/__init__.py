@@ -1,0 +1,89 @@
+"""The CPU kernels: a matvec per format family that reads the packed blocks where they lie, and the
+GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
+
+Activations stay fp32 (no 8-bit rounding of x): each product is dequantize-and-multiply in
+registers, so results equal the reference's to fp32 summation order (see models.md, "CPU").
+A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
+F32 is always given to torch, whose sgemv already reads fp32 at the memory's speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from gguflm import ops
+from gguflm.cpu import half, q8_0
+from gguflm.quants import PackedWeight
+from gguflm.registry import Registry
+
+# Rows of x from which a product goes through the GEMM path (expand a chunk of weight rows to fp32,
+# multiply with torch) rather than the matvec (which recomputes every weight for each row of x).
+GEMM_ROWS = 8
+
+
+@dataclass(frozen=True)
+class CpuKernel:
+    """The CPU kernels of one format family (`QuantFormat.kernel`)."""
+
+    name: str
+    matvec: Callable[[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], None]  # (parts, x (T, K), out (T, N))
+    expand: Callable[[tuple[torch.Tensor, ...], torch.Tensor], None]  # (parts of R rows, out (R, K) fp32)
+    block: int = 32  # row lengths must be a multiple of this
+
+
+KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
+register = KERNELS.register
+register(CpuKernel("dense", half.matvec, half.expand))  # F16, BF16 (F32 goes to torch)
+register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
+
+
+def kernel_for(w: PackedWeight) -> CpuKernel | None:
+    """The CPU kernel that runs `w`, or None where the reference path does (F32, formats without one)."""
+    if w.fmt.torch_dtype == torch.float32 or w.device.type != "cpu":
+        return None
+    kern = KERNELS.lookup(w.fmt.kernel)
+    return kern if kern is not None and w.k % kern.block == 0 else None
+
+
+def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (T, K) @ W^T (+ bias) -> (T, N) fp32: the matvec for a few rows, the GEMM path for more."""
+    kern = kernel_for(w)
+    if kern is None:
+        return ops.linear(x, w, bias)
+    x = x.float().contiguous()
+    out = _gemm(x, w, kern) if x.shape[0] >= GEMM_ROWS else _matvec(x, w, kern)
+    return out if bias is None else out + bias
+
+
+def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`linear` with every row of x (B, K) computed as it is alone (the matvec at any B): bit for bit
+    what `linear` gives that row as a one-row product."""
+    kern = kernel_for(w)
+    if kern is None:
+        return ops.linear_rows(x, w, bias)
+    out = _matvec(x.float().contiguous(), w, kern)
+    return out if bias is None else out + bias
+
+
+def _matvec(x: torch.Tensor, w: PackedWeight, kern: CpuKernel) -> torch.Tensor:
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
+    kern.matvec(w.parts, x, out)
+    return out
+
+
+def _gemm(x: torch.Tensor, w: PackedWeight, kern: CpuKernel) -> torch.Tensor:
+    """Weight rows expanded to fp32 a chunk at a time into one reused buffer (it stays in cache while
+    torch's GEMM reads it), never the whole matrix."""
+    n, k = w.shape
+    step = max(1, min(n, ops.EXPAND_BYTES // (4 * k)))
+    out = torch.empty((x.shape[0], n), dtype=torch.float32)
+    buf = torch.empty((step, k), dtype=torch.float32)
+    for a in range(0, n, step):
+        rows = w.rows(slice(a, a + step))
+        part = buf[: rows.shape[0]]
+        kern.expand(rows.parts, part)
+        out[:, a : a + step] = x @ part.t()
+    return out

@@ -1,0 +1,52 @@
+"""numba compilation for the CPU kernels: compiled once, cached on disk, and two bit-level casts.
+
+The cache goes next to the source (`__pycache__`) when that is writable, else to the user's cache
+directory (~/.cache/numba; NUMBA_CACHE_DIR overrides); with neither writable the kernels still
+run, compiled afresh in each process.
+"""
+
+from __future__ import annotations
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+def kernel(func):
+    """`func` compiled for many threads (prange) with FMA contraction: each product and sum is still
+    done in the order written, so a row's result never depends on what else is computed with it."""
+    options = dict(parallel=True, fastmath={"contract"}, boundscheck=False, error_model="numpy")
+    try:
+        return numba.njit(cache=True, **options)(func)
+    except RuntimeError:  # no writable cache directory anywhere
+        return numba.njit(**options)(func)
+
+
+def _bits16(bits) -> bool:
+    return isinstance(bits, types.Integer) and bits.bitwidth == 16
+
+
+@intrinsic
+def f16_to_f32(typingctx, bits):
+    """The fp16 value whose bits are `bits` (int16/uint16), as fp32 (exact; vcvtph2ps where vectorized)."""
+    if not _bits16(bits):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def bf16_to_f32(typingctx, bits):
+    """The bf16 value whose bits are `bits` (int16/uint16), as fp32 (exact: the bits are the top half)."""
+    if not _bits16(bits):
+        return None
+
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(bits), codegen
