@@ -1,9 +1,17 @@
 """Decode GEMV y = x @ W^T over a packed weight, dequantized in registers, with fused epilogues.
 
-The weight's format (the quant registry's `kernel` name) picks the layout the kernel reads:
-dense: W (N, K) fp16/bf16/fp32; q8_0: qs int8 (N, K) and d fp16 (N, K/32), W[n, k] = d[n, k//32] * qs[n, k].
+Formats plug in by family: a family registers a launcher for its formats' `kernel` names
+(`register_family`), which launches its own kernel over one `GemvCall`; this module checks the
+arguments, picks the tiles, runs the deterministic split-K reduction and owns the shared epilogue.
+Families here: dense W (N, K) fp16/bf16/fp32 and q8_0 (qs int8 (N, K), d fp16 (N, K/32),
+W[n, k] = d[n, k//32] * qs[n, k]); gemv_legacy.py: the 4/5-bit 32-blocks.
 Nothing is written back: each weight byte is read once per token.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import triton
@@ -13,7 +21,7 @@ from gguflm.quants import PackedWeight, QuantFormat
 
 from .settings import GemvConfig, gemv_settings, reduce_block
 
-# kernel name of a format -> the LAYOUT constexpr the kernel branches on
+# kernel name of a format -> the LAYOUT constexpr the dense/q8_0 kernel branches on
 LAYOUTS = {"dense": 0, "q8_0": 1}
 
 # ---------------------------------------------------------------------------- kernels
@@ -144,30 +152,76 @@ def _reduce_kernel(part_ptr, bias_ptr, res_ptr, out_ptr, M, N_OUT, stride_rm, st
               GLU, HAS_BIAS, HAS_RES)
 
 
-# ---------------------------------------------------------------------------- launchers
+# ---------------------------------------------------------------------------- dispatch
+
+
+@dataclass
+class GemvCall:
+    """One checked GEMV launch: what a family's launcher passes to its kernel beside the weight buffers.
+
+    x (M, K); out (M, N_OUT), or part (SPLIT_K, M, N_OUT x mats) fp32 when config.split_k > 1, which
+    the dispatcher then reduces with the epilogue; bias/res are out itself when absent (never read).
+    """
+
+    x: torch.Tensor
+    out: torch.Tensor
+    part: torch.Tensor
+    bias: torch.Tensor
+    res: torch.Tensor
+    stride_rm: int
+    n_out: int
+    glu: bool
+    has_bias: bool
+    has_res: bool
+    config: GemvConfig
+    k_per_split: int
+    even_k: bool
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(M, cdiv(N_OUT, BLOCK_N), SPLIT_K): m fastest, so programs sharing a weight tile run together."""
+        return (self.x.shape[0], triton.cdiv(self.n_out, self.config.block_n), self.config.split_k)
+
+    @property
+    def flags(self) -> dict:
+        """The constexprs every family kernel takes."""
+        return dict(BLOCK_N=self.config.block_n, BLOCK_K=self.config.block_k, EVEN_K=self.even_k, GLU=self.glu,
+                    SPLIT=self.config.split_k > 1, HAS_BIAS=self.has_bias, HAS_RES=self.has_res,
+                    num_warps=self.config.num_warps)
+
+
+@dataclass(frozen=True)
+class GemvFamily:
+    launch: Callable[[GemvCall, PackedWeight], None]  # checks the weight's buffers, launches on call.grid
+    stream_bytes: Callable[[PackedWeight], float]  # bytes per weight of the stream the tiles are sized on
+
+
+FAMILIES: dict[str, GemvFamily] = {}
+
+
+def register_family(kernels: tuple[str, ...], family: GemvFamily) -> None:
+    """Route the formats whose `kernel` is in `kernels` to this family's launcher."""
+    for name in kernels:
+        FAMILIES[name] = family
 
 
 def supports(fmt: QuantFormat) -> bool:
     """Whether the GEMV has a kernel for this format's device layout."""
-    return fmt.kernel in LAYOUTS
+    return fmt.kernel in FAMILIES
 
 
-def _buffers(w: PackedWeight) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(the weight stream, its block scales or None), as the kernel takes them."""
-    if not supports(w.fmt):
-        raise ValueError(f"the Triton GEMV has no kernel for {w.fmt.name} weights")
-    return (w.parts[0], None) if w.fmt.kernel == "dense" else (w.parts[0], w.parts[1])
-
-
-def _check(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor | None) -> None:
-    if x.dim() not in (1, 2) or x.stride(-1) != 1:
-        raise ValueError(f"x must be (K,) or (M, K) with unit stride on K, got {tuple(x.shape)}")
+def check_x(x: torch.Tensor, k: int, *buffers: torch.Tensor) -> None:
+    if x.dim() not in (1, 2) or x.stride(-1) != 1 or x.shape[-1] != k:
+        raise ValueError(f"x must be ({k},) or (M, {k}) with unit stride on K, got {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"x must be fp32/fp16/bf16, got {x.dtype}")
-    if w.dim() != 2 or w.stride(1) != 1 or w.shape[1] != x.shape[-1]:
-        raise ValueError(f"weight must be (N, {x.shape[-1]}) with unit stride on K, got {tuple(w.shape)}")
-    if x.device != w.device or (d is not None and d.device != w.device):
+    if any(b.device != x.device for b in buffers):
         raise ValueError("x, the weight and its scales must be on the same device")
+
+
+def _check_q8(w: torch.Tensor, d: torch.Tensor | None) -> None:
+    if w.dim() != 2 or w.stride(1) != 1:
+        raise ValueError(f"weight must be (N, K) with unit stride on K, got {tuple(w.shape)}")
     if d is None:
         if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"a dense weight must be fp16/bf16/fp32, got {w.dtype}")
@@ -179,9 +233,26 @@ def _check(x: torch.Tensor, w: torch.Tensor, d: torch.Tensor | None) -> None:
         raise ValueError(f"Q8_0 d must be fp16 ({n}, {k // 32}), got {d.dtype} {tuple(d.shape)}")
 
 
+def _launch_q8_dense(call: GemvCall, weight: PackedWeight) -> None:
+    w, d = (weight.parts[0], None) if weight.fmt.kernel == "dense" else weight.parts[:2]
+    _check_q8(w, d)
+    d_arg = w if d is None else d
+    x = call.x
+    _gemv_kernel[call.grid](
+        x, w, d_arg, call.bias, call.res, call.out, call.part,
+        x.shape[0], call.n_out, x.shape[1], x.stride(0), w.stride(0), d_arg.stride(0), call.stride_rm,
+        call.out.stride(0), call.k_per_split, LAYOUT=LAYOUTS[weight.fmt.kernel], **call.flags)
+
+
+register_family(("dense", "q8_0"), GemvFamily(_launch_q8_dense, lambda w: w.parts[0].element_size()))
+
+
 def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
-    w, d = _buffers(weight)
-    _check(x, w, d)
+    if not supports(weight.fmt):
+        raise ValueError(f"the Triton GEMV has no kernel for {weight.fmt.name} weights")
+    if x.dim() in (1, 2) and x.shape[-1] != weight.k:
+        raise ValueError(f"weight must be (N, {x.shape[-1]}), got {tuple(weight.shape)}")
+    check_x(x, weight.k, *weight.parts)
     x2 = x if x.dim() == 2 else x.unsqueeze(0)  # (M, K)
     m, k = x2.shape
     out_shape = (m, n_out) if x.dim() == 2 else (n_out,)
@@ -196,30 +267,23 @@ def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
     out2 = out if out.dim() == 2 else out.unsqueeze(0)
     res2 = None if residual is None else (residual if residual.dim() == 2 else residual.unsqueeze(0))
     if config is None:
-        config = gemv_settings(n_out, k, w.element_size(), 2 if glu else 1, x.device)
+        config = gemv_settings(n_out, k, FAMILIES[weight.fmt.kernel].stream_bytes(weight), 2 if glu else 1, x.device)
     split = config.split_k > 1
     part = torch.empty((config.split_k, m, n_out * (2 if glu else 1)), device=x.device,
                        dtype=torch.float32) if split else out2
-    k_per_split = triton.cdiv(triton.cdiv(k, config.block_k), config.split_k) * config.block_k
-    even_k = k % config.block_k == 0 and (k // config.block_k) % config.split_k == 0
-    d_arg = w if d is None else d
-    bias_arg = out2 if bias is None else bias
-    res_arg = out2 if res2 is None else res2
-    stride_rm = 0 if res2 is None else res2.stride(0)
-    grid = (m, triton.cdiv(n_out, config.block_n), config.split_k)
-    _gemv_kernel[grid](
-        x2, w, d_arg, bias_arg, res_arg, out2, part,
-        m, n_out, k, x2.stride(0), w.stride(0), d_arg.stride(0), stride_rm, out2.stride(0),
-        k_per_split,
-        BLOCK_N=config.block_n, BLOCK_K=config.block_k, LAYOUT=LAYOUTS[weight.fmt.kernel], EVEN_K=even_k,
-        GLU=glu, SPLIT=split, HAS_BIAS=bias is not None, HAS_RES=res2 is not None,
-        num_warps=config.num_warps)
+    call = GemvCall(
+        x=x2, out=out2, part=part, bias=out2 if bias is None else bias, res=out2 if res2 is None else res2,
+        stride_rm=0 if res2 is None else res2.stride(0), n_out=n_out, glu=glu, has_bias=bias is not None,
+        has_res=res2 is not None, config=config,
+        k_per_split=triton.cdiv(triton.cdiv(k, config.block_k), config.split_k) * config.block_k,
+        even_k=k % config.block_k == 0 and (k // config.block_k) % config.split_k == 0)
+    FAMILIES[weight.fmt.kernel].launch(call, weight)
     if split:
         block = reduce_block(n_out)
         _reduce_kernel[(m, triton.cdiv(n_out, block))](
-            part, bias_arg, res_arg, out2, m, n_out, stride_rm, out2.stride(0),
-            SPLIT_K=config.split_k, BLOCK=block, GLU=glu, HAS_BIAS=bias is not None,
-            HAS_RES=res2 is not None, num_warps=4)
+            part, call.bias, call.res, out2, m, n_out, call.stride_rm, out2.stride(0),
+            SPLIT_K=config.split_k, BLOCK=block, GLU=glu, HAS_BIAS=call.has_bias, HAS_RES=call.has_res,
+            num_warps=4)
     return out
 
 

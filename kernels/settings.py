@@ -48,20 +48,23 @@ class GemvConfig:
     num_warps: int
 
 
-def gemv_config(n_out: int, k: int, elem_bytes: int, n_mats: int, num_sms: int) -> GemvConfig:
-    """Tiles for an (n_out x n_mats, K) weight of `elem_bytes` per element (1 for Q8_0) on `num_sms` SMs.
+def gemv_config(n_out: int, k: int, elem_bytes: float, n_mats: int, num_sms: int) -> GemvConfig:
+    """Tiles for an (n_out x n_mats, K) weight of `elem_bytes` per element (1 for Q8_0, 0.5 for the
+    nibbles of 4/5-bit formats) on `num_sms` SMs.
 
-    Each step streams up to 1 KiB of each row; tiles of 0.5-8 KiB give every thread 16-32
+    Each step streams up to 1 KiB and 1024 weights of each row (more weights would cost x registers and
+    the K splits of short-N matrices); tiles of 0.5-8 KiB give every thread 16-32
     bytes (16-byte loads); >= 4 programs per SM keep every SM's memory pipe full, and K is
     split (second, deterministic pass) only when N is too small for that. K that is not a
     multiple of 128 takes a masked, slower path (real models' K are multiples of 128).
     """
-    block_k = 1024 // elem_bytes
+    widest = min(1024, int(1024 / elem_bytes))
+    block_k = widest
     while block_k > 128 and k % block_k:
         block_k //= 2
     if k % block_k:  # odd K: masked tail (a block is >= 32 wide)
-        block_k = max(32, min(1024 // elem_bytes, triton.next_power_of_2(k)))
-    row_bytes = block_k * elem_bytes * n_mats
+        block_k = max(32, min(widest, triton.next_power_of_2(k)))
+    row_bytes = int(block_k * elem_bytes * n_mats)
     max_bn = max(1, 8192 // row_bytes)
     block_n = min(max_bn, triton.cdiv(512, row_bytes))  # at least 16 bytes per thread of a warp
     want = 4 * num_sms
@@ -72,6 +75,8 @@ def gemv_config(n_out: int, k: int, elem_bytes: int, n_mats: int, num_sms: int) 
     while (triton.cdiv(n_out, block_n) * split_k * 2 <= want and split_k * 2 <= n_kb
            and n_kb % (split_k * 2) == 0):
         split_k *= 2
+    while split_k == 1 and block_n > 1 and triton.cdiv(n_out, block_n) < 2 * num_sms:
+        block_n //= 2  # short rows that K cannot be split along (K/128 odd): smaller tiles, busier SMs
     num_warps = max(1, min(8, block_n * row_bytes // 1024))
     return GemvConfig(block_n, block_k, split_k, num_warps)
 
@@ -82,7 +87,7 @@ def interpreter_gemv_config(n_out: int, k: int) -> GemvConfig:
     return GemvConfig(block_n=min(256, triton.next_power_of_2(n_out)), block_k=block_k, split_k=1, num_warps=1)
 
 
-def gemv_settings(n_out: int, k: int, elem_bytes: int, n_mats: int, device: torch.device) -> GemvConfig:
+def gemv_settings(n_out: int, k: int, elem_bytes: float, n_mats: int, device: torch.device) -> GemvConfig:
     """The GEMV tiles for this shape on this device (the interpreter's own on the CPU)."""
     if device.type != "cuda":
         return interpreter_gemv_config(n_out, k)

@@ -118,3 +118,32 @@ def dequantize_gguf(qs: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     blocks[:, :, 2:] = qs.cpu().numpy().reshape(n, k // 32, 32).view(np.uint8)
     w = dequantize(blocks.reshape(n, k // 32 * 34), GGMLQuantizationType.Q8_0)
     return torch.from_numpy(np.asarray(w, dtype=np.float32).reshape(n, k).copy())
+
+
+def block_weight(w: torch.Tensor, name: str, seed: int = 0):
+    """fp32 w (N, K) in the block format `name`, packed by the quant registry as the loader packs it:
+    quantized by gguf-py where it has a quantizer, else (IQ4_NL) random blocks with scales of w's size."""
+    import gguf
+
+    from gguflm import quants
+
+    qtype = gguf.GGMLQuantizationType[name]
+    raw = random_blocks(w.shape[0], w.shape[1], qtype, float(w.abs().max()) / 127, seed)
+    if raw is None:
+        raw = np.asarray(gguf.quants.quantize(w.cpu().numpy().astype(np.float32), qtype))
+    return quants.pack(torch.from_numpy(raw.copy()).to(DEVICE), qtype)
+
+
+def random_blocks(n: int, k: int, qtype, scale: float, seed: int):
+    """(n, row bytes) uint8 of random IQ4_NL blocks (fp16 d in [scale/2, scale], either sign); None for
+    the formats gguf-py quantizes itself."""
+    import gguf
+
+    if qtype != gguf.GGMLQuantizationType.IQ4_NL:
+        return None
+    rng = np.random.default_rng(seed)
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(n, k // block, size), dtype=np.uint8)
+    d = rng.uniform(0.5, 1.0, (n, k // block, 1)) * rng.choice([-1, 1], (n, k // block, 1)) * scale
+    raw[:, :, :2] = d.astype(np.float16).view(np.uint8)
+    return raw.reshape(n, -1)

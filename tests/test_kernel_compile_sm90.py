@@ -95,6 +95,21 @@ def _compile_all() -> dict:
             dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, LAYOUT=gemv.LAYOUTS["q8_0"], EVEN_K=True, GLU=glu,
                  SPLIT=cfg.split_k > 1, HAS_BIAS=bias, HAS_RES=res),
             aligned, num_warps=cfg.num_warps)
+    nibble = importlib.import_module("gguflm.kernels.gemv_legacy")
+    specs = importlib.import_module("gguflm.kernels.nibbles").NIBBLE_FORMATS
+    types = dict(x_ptr="*fp32", q_ptr="*u8", d_ptr="*fp16", m_ptr="*fp16", h_ptr="*i32", bias_ptr="*fp32",
+                 res_ptr="*fp32", out_ptr="*fp32", part_ptr="*fp32", M="i32", N_OUT="i32", K="i32",
+                 stride_xm="i32", stride_qn="i32", stride_dn="i32", stride_rm="i32", stride_om="i32",
+                 k_per_split="i32")
+    aligned = ("x_ptr", "q_ptr", "d_ptr", "m_ptr", "h_ptr", "bias_ptr", "res_ptr", "out_ptr", "part_ptr", "K",
+               "stride_xm", "stride_qn", "k_per_split")
+    for fmt, n, k, glu, res in NIBBLE_GEMV_CASES:
+        cfg = settings.gemv_config(n, k, 0.5, 2 if glu else 1, num_sms=132)
+        out[f"gemv-{fmt}-{n}-{k}"] = _compile(
+            nibble._nibble_gemv_kernel, types,
+            dict(BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, **specs[fmt], EVEN_K=True, GLU=glu,
+                 SPLIT=cfg.split_k > 1, HAS_BIAS=False, HAS_RES=res),
+            aligned, num_warps=cfg.num_warps)
     types_r = dict(part_ptr="*fp32", bias_ptr="*fp32", res_ptr="*fp32", out_ptr="*fp32", M="i32", N_OUT="i32",
                    stride_rm="i32", stride_om="i32")
     out["gemv-reduce"] = _compile(gemv._reduce_kernel, types_r,
@@ -127,6 +142,12 @@ def _compile_all() -> dict:
     out["gemm"] = _compile(gemm._q8_gemm_kernel, types, dict(cfg, DOT_TY=tl.float16),
                            ("x_ptr", "qs_ptr", "d_ptr", "out_ptr", "K", "s_xm", "s_qn", "s_dn", "s_om"),
                            num_warps=warps, num_stages=stages)
+    types = dict(x_ptr="*fp16", q_ptr="*u8", d_ptr="*fp16", m_ptr="*fp16", h_ptr="*i32", out_ptr="*fp16",
+                 M="i32", N="i32", K="i32", s_xm="i32", s_qn="i32", s_dn="i32", s_om="i32")
+    for fmt in NIBBLE_GEMM_FORMATS:
+        out[f"gemm-{fmt}"] = _compile(gemm._nibble_gemm_kernel, types, dict(cfg, DOT_TY=tl.float16, **specs[fmt]),
+                                      ("x_ptr", "q_ptr", "d_ptr", "m_ptr", "h_ptr", "out_ptr", "K", "s_xm", "s_qn",
+                                       "s_dn", "s_om"), num_warps=warps, num_stages=stages)
     types = {n: "i32" for n in ("n_rows", "H", "s_x", "s_o")}
     types.update(x_ptr="*fp32", w_ptr="*fp32", out_ptr="*fp32", eps="fp32")
     block_h, block_r, warps = settings.rmsnorm_settings(4096)
@@ -149,6 +170,11 @@ def _compile_all() -> dict:
 # (N, K, gate+up, residual, bias); the last: Qwen2.5-7B's QKV, K not a multiple of 1024
 GEMV_CASES = [(4096, 4096, False, True, False), (14336, 4096, True, False, False),
               (128256, 2048, False, False, False), (256, 4096, False, False, False), (4608, 3584, False, False, True)]
+# (format, N, K, gate+up, residual): Llama-3-8B's QKV, gate+up, down (split K) and a short-N matrix
+NIBBLE_GEMV_CASES = [("q4_0", 6144, 4096, False, False), ("q4_1", 14336, 4096, True, False),
+                     ("q5_0", 4096, 14336, False, True), ("q5_1", 6144, 4096, False, False),
+                     ("iq4_nl", 14336, 4096, True, False), ("q4_0", 256, 4096, False, False)]
+NIBBLE_GEMM_FORMATS = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 # (group, head size, cache type, batch); head size 8 (stories260K) is padded to tl.dot's 16 by the launcher;
 # batch: per-row lengths and cache slots (serving)
 ATTN_CASES = [(4, 128, "fp16", False), (8, 64, "bf16", False), (1, 128, "fp32", False), (4, 128, "fp32", False),
@@ -196,6 +222,14 @@ def test_q8_0_gemv_streams_with_16_byte_loads(compiled, n, k):
     _no_spills(info)
 
 
+@pytest.mark.parametrize("case", NIBBLE_GEMV_CASES)
+def test_nibble_gemv_streams_with_16_byte_loads(compiled, case):
+    """The nibbles of every 4/5-bit format stream as 16-byte loads; scales, minimums, fifth bits as words."""
+    info = compiled["gemv-{}-{}-{}".format(*case[:3])]
+    assert info["v4_loads"] and not info["byte_loads"], info
+    _no_spills(info)
+
+
 @pytest.mark.parametrize("case", ATTN_CASES)
 def test_attention_compiles_without_spills(compiled, case):
     _no_spills(compiled[attn_name(*case)])
@@ -204,6 +238,12 @@ def test_attention_compiles_without_spills(compiled, case):
 def test_q8_gemm_uses_tensor_cores(compiled):
     assert compiled["gemm"]["mma"]
     _no_spills(compiled["gemm"])
+
+
+@pytest.mark.parametrize("fmt", NIBBLE_GEMM_FORMATS)
+def test_nibble_gemm_uses_tensor_cores(compiled, fmt):
+    assert compiled[f"gemm-{fmt}"]["mma"]
+    _no_spills(compiled[f"gemm-{fmt}"])
 
 
 @pytest.mark.parametrize("name", ["rmsnorm", *ROPE_CASES, "gemv-reduce", "attn-merge"])

@@ -137,4 +137,4 @@ def dense_type(types: set[QT]) -> QT:
 
 
 # The formats: importing a family module registers its members.
-from gguflm.quants import dense, legacy  # noqa: E402,F401
+from gguflm.quants import dense, iq4_nl, legacy  # noqa: E402,F401
