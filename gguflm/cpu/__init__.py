@@ -18,7 +18,7 @@ import numba
 import torch
 
 from gguflm import ops
-from gguflm.cpu import half, q8_0
+from gguflm.cpu import half, nibbles, q8_0
 from gguflm.quants import PackedWeight
 from gguflm.registry import Registry
 
@@ -41,6 +41,9 @@ KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", half.matvec, half.expand))  # F16, BF16 (F32 goes to torch)
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
+for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
+                                ("q5_1", True, True)):
+    register(CpuKernel(_name, *nibbles.family(_has_min, _fifth)))
 
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:
