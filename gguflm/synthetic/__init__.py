@@ -33,7 +33,7 @@ class SyntheticSpec:
     n_kv_heads: int = 2
     n_ctx: int = 512
     rope_base: float = 10000.0
-    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0
+    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0, or any type gguf-py quantizes (Q4_1, ...)
     tied: bool = False
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
@@ -74,6 +74,8 @@ def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -
         return w.astype(np.float16), QT.F16
     if qtype == "BF16":
         return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.int16), QT.BF16
+    if qtype != "F32":  # another block type: gguf-py's quantizer (slow; for small models)
+        return gguf.quants.quantize(w, QT[qtype]), QT[qtype]
     return w, QT.F32
 
 
@@ -106,7 +108,7 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
                 data, raw_dtype = _random_weight(rng, *shape, spec.qtype)
-                raw_dtype = raw_dtype if raw_dtype in (QT.Q8_0, QT.BF16) else None
+                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
             else:  # norms around 1, biases around 0
                 around = 0.0 if name.endswith(".bias") else 1.0
                 data = (around + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
