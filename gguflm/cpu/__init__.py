@@ -48,7 +48,7 @@ for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), (
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:
     """The CPU kernel that runs `w`, or None where the reference path does (F32, formats without one)."""
-    if w.fmt.torch_dtype == torch.float32 or w.device.type != "cpu":
+    if w.parts[0].dtype == torch.float32 or w.device.type != "cpu":  # F32 (or a format held as fp32)
         return None
     kern = KERNELS.lookup(w.fmt.kernel)
     return kern if kern is not None and w.k % kern.block == 0 else None
