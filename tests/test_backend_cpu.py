@@ -181,3 +181,23 @@ def test_smollm2_greedy_reproduces_exact_math_ids(smollm2):
                 break
         else:
             assert got[: len(want)] == want[: len(got)]
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """A read-only install with no writable cache directory: numba finds no cache locator, and the
+    kernels are compiled in the process instead of failing at import."""
+    import numba.core.caching
+
+    from gguflm.cpu.jit import kernel
+
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(lambda a: a.sum())
+
+    def total(a):
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    assert kernel(total)(np.arange(5.0)) == 10.0
