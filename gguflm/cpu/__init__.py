@@ -19,6 +19,7 @@ import torch
 
 from gguflm import ops
 from gguflm.cpu import half, nibbles, q8_0
+from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight
 from gguflm.registry import Registry
 
@@ -54,7 +55,8 @@ def kernel_for(w: PackedWeight) -> CpuKernel | None:
     return kern if kern is not None and w.k % kern.block == 0 else None
 
 
-_LAUNCH = threading.Lock()  # numba's workqueue layer runs one parallel kernel at a time in a process
+_LAUNCH = threading.Lock()  # one kernel at a time (numba's workqueue layer, the fallback, allows no more)
+start_threads()
 
 
 @contextmanager
