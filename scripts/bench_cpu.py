@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT.parent / "shared" / "testdata" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_PYTHON = Path("/work/venvs/llamacpp/bin/python")  # where this project's dev box built llama-cpp-python
 QT = gguf.GGMLQuantizationType
+ENV = dict(os.environ)  # as given: llama.cpp runs under it, not under what gguflm sets for itself
 SKIP_KEYS = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture"}  # the writer's own
 
 
@@ -111,7 +112,7 @@ def bench_llama_cpp(python: str | None, path: Path, threads: int, tokens: int, p
     if python is None:
         return None
     run = subprocess.run([python, "-c", LLAMA_CPP, str(path), str(threads), str(tokens), str(prompt_len), str(repeat)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=ENV)
     if run.returncode:
         print(f"llama.cpp failed on {path.name}: {run.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -130,7 +131,9 @@ def find_llama_python(given: str | None) -> str | None:
 
 
 def main() -> None:
-    from gguflm.threads import physical_cores
+    from gguflm.threads import physical_cores, prefer_passive_openmp
+
+    prefer_passive_openmp()  # as the command line does, before torch loads
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=physical_cores())
@@ -175,7 +178,9 @@ def main() -> None:
                   if theirs else "- | - | -")
             print(f"| {label} | {ours['backend']} | {ours['decode']:.1f} | {ours['prefill']:.1f} | {lc} |", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        from gguflm.files import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n", "the results")
 
 
 if __name__ == "__main__":

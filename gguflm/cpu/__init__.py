@@ -4,7 +4,7 @@ GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
 Activations stay fp32 (no 8-bit rounding of x): each product is dequantize-and-multiply in
 registers, so results equal the reference's to fp32 summation order (see models.md, "CPU").
 A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
-F32 is always given to torch, whose sgemv already reads fp32 at the memory's speed.
+an F32 prefill is torch's GEMM on the weight as it lies.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class CpuKernel:
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
-register(CpuKernel("dense", half.matvec, half.expand))  # F16, BF16 (F32 goes to torch)
+register(CpuKernel("dense", half.matvec, half.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
@@ -48,10 +48,12 @@ for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), (
 
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:
-    """The CPU kernel that runs `w`, or None where the reference path does (F32, formats without one)."""
-    if w.parts[0].dtype == torch.float32 or w.device.type != "cpu":  # F32 (or a format held as fp32)
+    """The CPU kernel that runs `w`, or None where the reference path does (formats without one)."""
+    if w.device.type != "cpu":
         return None
     kern = KERNELS.lookup(w.fmt.kernel)
+    if kern is not None and kern.name == "dense" and w.parts[0].dtype not in half.DTYPES:
+        return None
     return kern if kern is not None and w.k % kern.block == 0 else None
 
 
@@ -72,9 +74,10 @@ def threads(n: int) -> Iterator[None]:
 
 
 def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None, n_threads: int = 1) -> torch.Tensor:
-    """x (T, K) @ W^T (+ bias) -> (T, N) fp32: the matvec for a few rows, the GEMM path for more."""
+    """x (T, K) @ W^T (+ bias) -> (T, N) fp32: the matvec for a few rows, the GEMM path for more
+    (for a weight held as fp32, torch's GEMM on it as it lies)."""
     kern = kernel_for(w)
-    if kern is None:
+    if kern is None or (x.shape[0] >= GEMM_ROWS and w.parts[0].dtype == torch.float32):
         return ops.linear(x, w, bias)
     x = x.float().contiguous()
     with threads(n_threads):

@@ -45,12 +45,26 @@ def _bits16(bits) -> bool:
 
 @intrinsic
 def f16_to_f32(typingctx, bits):
-    """The fp16 value whose bits are `bits` (int16/uint16), as fp32 (exact; vcvtph2ps where vectorized)."""
+    """The fp16 value whose bits are `bits` (int16/uint16), as fp32, exactly: the magnitude's bits
+    moved to fp32's places and scaled by 2^112 (subnormals included), inf/NaN given fp32's top
+    exponent, the sign put back. Integer ops and one multiply, so LLVM vectorizes it (a plain fpext
+    from half it leaves scalar: 1.3-2.9 G weights/s against 7-9 for bf16)."""
     if not _bits16(bits):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        i32, f32 = ir.IntType(32), ir.FloatType()
+
+        def const(v):
+            return ir.Constant(i32, v)
+
+        h = builder.zext(args[0], i32)
+        sign = builder.shl(builder.and_(h, const(0x8000)), const(16))
+        mag = builder.shl(builder.and_(h, const(0x7FFF)), const(13))
+        scaled = builder.bitcast(builder.fmul(builder.bitcast(mag, f32), ir.Constant(f32, 2.0 ** 112)), i32)
+        top = builder.icmp_unsigned("==", builder.and_(h, const(0x7C00)), const(0x7C00))  # inf or NaN
+        out = builder.select(top, builder.or_(mag, const(0x7F800000)), scaled)
+        return builder.bitcast(builder.or_(out, sign), f32)
 
     return types.float32(bits), codegen
 
