@@ -6,7 +6,7 @@ and Q8_0 (in --workdir, made once), any --model given (a Q4_K_M file, say), and 
 Llama-3.2-1B-shaped Q8_0 model. Decode: --tokens single-token steps after a 16-token prompt; prefill:
 one --prompt-len prompt. Each figure is the best of --repeat runs (the machine may be shared).
 
-    python scripts/bench_cpu.py [--threads 2] [--formats F32,F16,Q8_0,Q4_1] [--big] [--json out.json]
+    python scripts/bench_cpu.py [--threads 2,1] [--formats F32,F16,Q8_0,Q4_1] [--big] [--json out.json]
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def main() -> None:
     prefer_passive_openmp()  # as the command line does, before torch loads
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=physical_cores())
+    ap.add_argument("--threads", default=str(physical_cores()), help="thread counts, comma-separated (both runtimes)")
     ap.add_argument("--formats", default="F32,F16,Q8_0,Q4_1", help="SmolLM2-135M files to time (Q4_1: as shipped)")
     ap.add_argument("--model", action="append", default=[], help="another GGUF file to time (repeatable)")
     ap.add_argument("--big", action="store_true", help="also a synthetic Llama-3.2-1B-shaped Q8_0 model")
@@ -164,19 +164,21 @@ def main() -> None:
 
     llama_python = find_llama_python(args.llama_python)
     rows = []
-    print(f"threads {args.threads}, decode {args.tokens} tokens, prefill {args.prompt_len} tokens, "
-          f"best of {args.repeat}; llama.cpp: {llama_python or 'not importable'}")
-    print("| model | gguflm backend | decode tok/s | prefill tok/s | llama.cpp decode | llama.cpp prefill | decode ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"decode {args.tokens} tokens, prefill {args.prompt_len} tokens, best of {args.repeat}; "
+          f"llama.cpp: {llama_python or 'not importable'}")
+    print("| model | threads | gguflm backend | decode tok/s | prefill tok/s | llama.cpp decode | llama.cpp prefill "
+          "| decode ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, path in files:
-        theirs = bench_llama_cpp(llama_python, path, args.threads, args.tokens, args.prompt_len, args.repeat)
-        for backend in args.backends.split(","):
-            ours = bench_gguflm(path, args.threads, args.tokens, args.prompt_len, args.repeat, backend.strip())
-            row = {"model": label, "file": str(path), "threads": args.threads, "gguflm": ours, "llama_cpp": theirs}
-            rows.append(row)
-            lc = (f"{theirs['decode']:.1f} | {theirs['prefill']:.1f} | {ours['decode'] / theirs['decode']:.2f}x"
-                  if theirs else "- | - | -")
-            print(f"| {label} | {ours['backend']} | {ours['decode']:.1f} | {ours['prefill']:.1f} | {lc} |", flush=True)
+        for threads in [int(t) for t in args.threads.split(",")]:
+            theirs = bench_llama_cpp(llama_python, path, threads, args.tokens, args.prompt_len, args.repeat)
+            for backend in args.backends.split(","):
+                ours = bench_gguflm(path, threads, args.tokens, args.prompt_len, args.repeat, backend.strip())
+                rows.append({"model": label, "file": str(path), "threads": threads, "gguflm": ours, "llama_cpp": theirs})
+                lc = (f"{theirs['decode']:.1f} | {theirs['prefill']:.1f} | {ours['decode'] / theirs['decode']:.2f}x"
+                      if theirs else "- | - | -")
+                print(f"| {label} | {threads} | {ours['backend']} | {ours['decode']:.1f} | {ours['prefill']:.1f} | {lc} |",
+                      flush=True)
     if args.json:
         from gguflm.files import write_text_atomic
 

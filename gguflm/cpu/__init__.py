@@ -2,7 +2,7 @@
 GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
 
 Activations stay fp32 (no 8-bit rounding of x): each product is dequantize-and-multiply in
-registers, so results equal the reference's to fp32 summation order (see models.md, "CPU").
+registers, so results equal the reference's to fp32 summation order (models.md, "CPU backend").
 A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
 an F32 prefill is torch's GEMM on the weight as it lies.
 """
@@ -18,7 +18,7 @@ import numba
 import torch
 
 from gguflm import ops
-from gguflm.cpu import half, nibbles, q8_0
+from gguflm.cpu import dense, nibbles, q8_0
 from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight
 from gguflm.registry import Registry
@@ -40,7 +40,7 @@ class CpuKernel:
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
-register(CpuKernel("dense", half.matvec, half.expand))  # F32, F16, BF16
+register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
@@ -52,7 +52,7 @@ def kernel_for(w: PackedWeight) -> CpuKernel | None:
     if w.device.type != "cpu":
         return None
     kern = KERNELS.lookup(w.fmt.kernel)
-    if kern is not None and kern.name == "dense" and w.parts[0].dtype not in half.DTYPES:
+    if kern is not None and kern.name == "dense" and w.parts[0].dtype not in dense.DTYPES:
         return None
     return kern if kern is not None and w.k % kern.block == 0 else None
 
