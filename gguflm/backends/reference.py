@@ -57,11 +57,12 @@ class ReferenceBackend(Backend):
         cfg, w = self.cfg, self.weights
         linear = linear or self.linear
         x = ops.embed(w.tok_embd, tokens)  # (T, dim)
+        angles = ops.rope_angles(self.rope, positions)  # (cos, sin), each (T, rot_dim / 2): every layer's
         for i, layer in enumerate(w.layers):
             h = ops.rmsnorm(x, layer.attn_norm, cfg.norm_eps)
             qkv = linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
             q, k, v = ops.qkv_heads(qkv, positions, self.rope, cfg.n_heads, cfg.n_kv_heads,
-                                    layer.q_norm, layer.k_norm, cfg.norm_eps)
+                                    layer.q_norm, layer.k_norm, cfg.norm_eps, angles)
             x = x + linear(attend(i, q, k, v), layer.wo)
             h = ops.rmsnorm(x, layer.ffn_norm, cfg.norm_eps)
             x = x + linear(ops.silu_mul(linear(h, layer.w_gate_up)), layer.w_down)
