@@ -142,12 +142,16 @@ def test_load_refuses_bad_threads_before_reading(tmp_path):
         gguflm.load(tmp_path / "absent.gguf", threads=0)
 
 
-def test_cpu_backend_is_refused_off_the_cpu():
-    from gguflm.backends import resolve_backend
+def test_cpu_backend_is_refused_off_the_cpu_and_without_numba(monkeypatch):
+    from gguflm import backends
 
-    assert resolve_backend(None, torch.device("cpu")) == "cpu"
+    assert backends.resolve_backend(None, torch.device("cpu")) == "cpu"
     with pytest.raises(GGUFLMError, match="runs on the CPU"):
-        resolve_backend("cpu", torch.device("cuda"))
+        backends.resolve_backend("cpu", torch.device("cuda"))
+    monkeypatch.setattr(backends, "has_numba", lambda: False)
+    assert backends.resolve_backend(None, torch.device("cpu")) == "reference"  # the default falls back
+    with pytest.raises(GGUFLMError, match="needs the numba package"):
+        backends.resolve_backend("cpu", torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------- SmolLM2 (real Q4_1 file)
