@@ -30,14 +30,16 @@ def broken_files(tmp_path):
     valid = write_synthetic_gguf(tmp_path / "valid.gguf", SyntheticSpec(qtype="Q8_0"))
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(valid.read_bytes()[: valid.stat().st_size // 2])
-    q4 = gguf.quants.quantize(np.ones((64, 64), np.float32), QT.Q4_0)
+    iq2 = np.random.default_rng(0).integers(0, 256, size=(256, 66), dtype=np.uint8)  # a format this build lacks
     cases = {
         "unknown_arch": (SyntheticSpec(arch="mamba"), "architecture 'mamba' is not supported"),
         "llama3_rope_without_factors": (
             SyntheticSpec(extra_metadata={"llama.rope.scaling.type": "llama3"}),
             "rope scaling 'llama3' needs the rope_freqs tensor",
         ),
-        "q4_0": (SyntheticSpec(replace_tensors={"blk.0.attn_q.weight": (q4, QT.Q4_0)}), "Q4_0, which is not supported"),
+        "iq2_xxs": (SyntheticSpec(dim=256, n_heads=4, n_kv_heads=2,
+                                  replace_tensors={"blk.0.attn_q.weight": (iq2, QT.IQ2_XXS)}),
+                    "tensor 'blk.0.attn_q.weight' has type IQ2_XXS, which is not supported"),
         "missing": (SyntheticSpec(drop_tensors=("blk.1.ffn_up.weight",)), "'blk.1.ffn_up.weight' is missing"),
         "shape": (
             SyntheticSpec(replace_tensors={"blk.0.attn_k.weight": (np.ones((48, 64), np.float32), None)}),

@@ -3,9 +3,14 @@
 import kernel_utils as ku  # noqa: I001  (sets TRITON_INTERPRET before triton is imported)
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from gguflm import ops
 from gguflm.kernels import GemvConfig, gemv, gemv_config, gemv_silu_mul
+from gguflm.kernels.nibbles import block_values
+from gguflm.quants.iq4_nl import KVALUES
+from gguflm.quants.legacy import unpack_codes
 
 TOL = dict(rtol=1e-4, atol=1e-3)   # fp32 accumulation in both; only the summation order differs
 FORMATS = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL"]
@@ -79,3 +84,27 @@ def test_gemv_config_for_nibbles(n, k, mats):
     assert cfg.block_k % 32 == 0 and k % cfg.block_k == 0 and (k // cfg.block_k) % cfg.split_k == 0
     assert -(-n // cfg.block_n) * cfg.split_k >= 2 * 132
     assert 256 <= cfg.block_n * cfg.block_k * mats // 2 <= 8192  # 256: short rows (K = 896), more programs
+
+
+
+@triton.jit
+def _unpack_kernel(q_ptr, h_ptr, out_ptr, FIFTH: tl.constexpr, NL: tl.constexpr):
+    """out (16, 32) fp32: the values of 16 blocks of 16 bytes q (and their fifth-bit words h)."""
+    b = tl.arange(0, 16)[:, None]
+    j = tl.arange(0, 16)[None, :]
+    h = tl.load(h_ptr + b)
+    lo, hi = block_values(tl.load(q_ptr + b * 16 + j), h, j, FIFTH, NL)
+    tl.store(out_ptr + b * 32 + j, lo)
+    tl.store(out_ptr + b * 32 + 16 + j, hi)
+
+
+def test_unpack_helpers_alone():
+    """The register unpacking (kernels/nibbles.py) of every byte and fifth bit against the registry's."""
+    qs = torch.arange(256, dtype=torch.uint8).view(1, 256)  # every byte once
+    qh = torch.randint(-2**31, 2**31 - 1, (1, 16), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    for fifth, nl in ((False, False), (True, False), (False, True)):
+        out = ku.poisoned((16, 32))
+        _unpack_kernel[(1,)](qs.to(ku.DEVICE), qh.to(ku.DEVICE), out, FIFTH=fifth, NL=nl)
+        codes = unpack_codes(qs, qh if fifth else None).view(16, 32).long()
+        expect = torch.tensor(KVALUES, dtype=torch.float32)[codes] if nl else codes.float()
+        assert torch.equal(out.cpu(), expect), (fifth, nl)

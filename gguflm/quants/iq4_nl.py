@@ -8,14 +8,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from gguflm.quants import QT, QuantFormat, register
-from gguflm.quants.legacy import split_blocks, unpack_nibbles
+from gguflm.quants.legacy import split_blocks, unpack_codes
 
 if TYPE_CHECKING:
     import torch
 
 # ggml's kvalues_iq4nl: the 16 levels, roughly uniform in a Gaussian's quantiles
 KVALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+
+def _level_polynomial() -> tuple[float, ...]:
+    """Coefficients (highest first) of a quartic in t = code - 7.5 that is within 0.48 of every level, so
+    rounding it gives the level exactly: on the CPU five fused passes beat a gather from the table."""
+    t = np.arange(16, dtype=np.float64) - 7.5
+    coeffs = np.polyfit(t, np.array(KVALUES, dtype=np.float64), 4).astype(np.float32)
+    value = np.zeros(16, dtype=np.float32)
+    for c in coeffs:  # Horner in float32, as dequantize computes it
+        value = value * t.astype(np.float32) + c
+    if not np.array_equal(np.rint(value), np.array(KVALUES, dtype=np.float32)):
+        raise RuntimeError("the IQ4_NL level polynomial does not round to the table")
+    return tuple(float(c) for c in coeffs)
+
+
+LEVEL_POLY = _level_polynomial()
 
 
 class IQ4_NLFormat(QuantFormat):
@@ -32,8 +50,11 @@ class IQ4_NLFormat(QuantFormat):
         import torch
 
         qs, d = parts
-        table = torch.tensor(KVALUES, dtype=torch.float32, device=qs.device)
-        w = table[unpack_nibbles(qs).long()] * d.to(torch.float32).unsqueeze(-1)  # (N, K/32, 32)
+        t = unpack_codes(qs).to(torch.float32).sub_(7.5)  # (N, K/32, 32)
+        w = torch.full_like(t, LEVEL_POLY[0])
+        for c in LEVEL_POLY[1:]:
+            w.mul_(t).add_(c)
+        w.round_().mul_(d.to(torch.float32).unsqueeze(-1))  # the level (exact), times d: one rounding, as ggml
         return w.view(qs.shape[0], -1).to(dtype or torch.float32)
 
 

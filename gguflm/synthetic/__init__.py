@@ -33,7 +33,7 @@ class SyntheticSpec:
     n_kv_heads: int = 2
     n_ctx: int = 512
     rope_base: float = 10000.0
-    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0, or any type gguf-py quantizes (Q4_1, ...)
+    qtype: str = "F32"  # type of 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
     tied: bool = False
     extras: frozenset[str] | None = None  # optional tensors (arch.QKV_BIAS, ...); None: what the arch's files carry
     rope_freqs: bool = False
@@ -61,22 +61,37 @@ class SyntheticSpec:
         return record.typical if record else frozenset()
 
 
+def _q8_0_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    blocks = np.empty((rows, cols // 32, 34), dtype=np.uint8)
+    d = (rng.random((rows, cols // 32), dtype=np.float32) * 0.5 + 0.5) / (127 * np.sqrt(cols))
+    blocks[:, :, :2] = d.astype(np.float16)[..., None].view(np.uint8)
+    blocks[:, :, 2:] = rng.integers(-127, 128, size=(rows, cols // 32, 32), dtype=np.int8).view(np.uint8)
+    return blocks
+
+
+def _iq4_nl_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    blocks = rng.integers(0, 256, size=(rows, cols // 32, 18), dtype=np.uint8)  # any nibble is a valid index
+    d = (rng.random((rows, cols // 32), dtype=np.float32) * 0.5 + 0.5) / (100 * np.sqrt(cols))
+    blocks[:, :, :2] = d.astype(np.float16)[..., None].view(np.uint8)
+    return blocks
+
+
+# qtype -> random valid blocks (rows, cols / block, block bytes), for formats quantizing floats is slow or
+# gguf-py cannot; the other block formats quantize Gaussian weights with gguf.quants.quantize
+RANDOM_BLOCKS = {"Q8_0": _q8_0_blocks, "IQ4_NL": _iq4_nl_blocks}
+DENSE = {"F32": np.float32, "F16": np.float16}
+
+
 def _random_weight(rng: np.random.Generator, rows: int, cols: int, qtype: str) -> tuple[np.ndarray, QT]:
     """Random (rows, cols) weight in the file layout of `qtype`, scaled so activations stay O(1)."""
-    if qtype == "Q8_0":  # random blocks directly: quantizing floats is slow for large models
-        blocks = np.empty((rows, cols // 32, 34), dtype=np.uint8)
-        d = (rng.random((rows, cols // 32), dtype=np.float32) * 0.5 + 0.5) / (127 * np.sqrt(cols))
-        blocks[:, :, :2] = d.astype(np.float16)[..., None].view(np.uint8)
-        blocks[:, :, 2:] = rng.integers(-127, 128, size=(rows, cols // 32, 32), dtype=np.int8).view(np.uint8)
-        return blocks.reshape(rows, -1), QT.Q8_0
+    if qtype in RANDOM_BLOCKS:
+        return RANDOM_BLOCKS[qtype](rng, rows, cols).reshape(rows, -1), QT[qtype]
     w = (rng.standard_normal((rows, cols), dtype=np.float32) / np.sqrt(cols)).astype(np.float32)
-    if qtype == "F16":
-        return w.astype(np.float16), QT.F16
+    if qtype in DENSE:
+        return w.astype(DENSE[qtype]), QT[qtype]
     if qtype == "BF16":
         return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.int16), QT.BF16
-    if qtype != "F32":  # another block type: gguf-py's quantizer (slow; for small models)
-        return gguf.quants.quantize(w, QT[qtype]), QT[qtype]
-    return w, QT.F32
+    return np.asarray(gguf.quants.quantize(w, QT[qtype])), QT[qtype]
 
 
 def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer: dict | None = None) -> Path:
@@ -108,7 +123,7 @@ def write_synthetic_gguf(path: str | os.PathLike, spec: SyntheticSpec, tokenizer
                 data = (1.0 + rng.random(shape[0]) * 7).astype(np.float32)
             elif len(shape) == 2:
                 data, raw_dtype = _random_weight(rng, *shape, spec.qtype)
-                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype
+                raw_dtype = None if raw_dtype in (QT.F32, QT.F16) else raw_dtype  # numpy cannot name the others
             else:  # norms around 1, biases around 0
                 around = 0.0 if name.endswith(".bias") else 1.0
                 data = (around + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
