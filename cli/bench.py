@@ -53,6 +53,9 @@ def bench(
         "(f32, f16, bf16, q8_0, q4_0; default: the backend's)."),
     cache_type_v: Optional[str] = typer.Option(
         None, "--cache-type-v", "-ctv", help="KV cache type(s) for V, paired with --cache-type-k's."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", "-t", show_default=False,
+        help="CPU threads that compute (default: one per physical core; the GPU path ignores it)."),
 ) -> None:
     """Decode tok/s per context, prefill tok/s, time to first token, and the fraction of copy bandwidth reached."""
     import torch
@@ -67,12 +70,14 @@ def bench(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GGUFLMError("the benchmark needs a CUDA GPU and none is available (use --device cpu --shape tiny "
                           "to check the code path on the CPU)")
+    if threads is not None and threads < 1:
+        raise GGUFLMError(f"--threads must be at least 1, not {threads}")
     if steps <= 0:
         raise GGUFLMError(f"--steps must be positive, not {steps}")
     ctx_list, prefill_list = _ints(contexts, "--contexts"), _ints(prefill, "--prefill")
     pairs = _cache_pairs(cache_type_k, cache_type_v)
     path = model if model is not None else synthetic_model(shape, workdir, mixes.check(qtype))
-    loaded = gguflm.load(path, device=device)
+    loaded = gguflm.load(path, device=device, threads=threads)
     report = run_bench(loaded, shape or path.name, ctx_list, prefill_list, steps, cache_types=pairs)
     typer.echo(markdown(report))
     if json_out is not None:

@@ -17,6 +17,7 @@ import typer
 
 from gguflm.cli.options import PROCESS_START  # noqa: F401  (read now: the timings count from here)
 from gguflm.errors import GGUFLMError, printable
+from gguflm.threads import prefer_passive_openmp
 
 app = typer.Typer(
     add_completion=False,
@@ -84,6 +85,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1; Ctrl-C one
     "interrupted" line and exit code 130."""
+    prefer_passive_openmp()  # read by OpenMP when torch loads, later
     _register()
     try:
         app()

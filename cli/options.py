@@ -94,6 +94,17 @@ ChatTemplateOpt = Annotated[
 ]
 System = Annotated[Optional[str], typer.Option("--system", help="The system prompt.", show_default=False)]
 NoGraph = Annotated[bool, typer.Option("--no-graph", help="Decode eagerly, without CUDA graphs.")]
+
+
+def _threads(value: int | None) -> int | None:
+    if value is not None and value < 1:  # checked while parsing, before any model is loaded
+        raise GGUFLMError(f"--threads must be at least 1, not {value}")
+    return value
+
+
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", "-t", callback=_threads, show_default=False,
+    help="CPU threads that compute (default: one per physical core; the GPU path ignores it).")]
 CACHE_TYPE_NAMES = ("f32", "f16", "bf16", "q8_0", "q4_0")  # gguflm.kv_cache.CACHE_TYPES, named without torch
 
 
@@ -124,6 +135,7 @@ class ModelOptions:
     no_graph: NoGraph = False
     cache_type_k: CacheTypeK = None
     cache_type_v: CacheTypeV = None
+    threads: Threads = None
 
     def path(self) -> tuple[Path, bool]:
         """The model file and whether it is the bundled demo model (when neither MODEL nor -m is given)."""
@@ -227,7 +239,7 @@ def load_model(opts: ModelOptions, quiet: bool = False):
     with status(f"loading {path.name}"):
         import gguflm
 
-        model = gguflm.load(path, device=opts.device)
+        model = gguflm.load(path, device=opts.device, threads=opts.threads)
         model.tokenizer  # built here, under the spinner, not at the first prompt
     return model, time.perf_counter() - started
 

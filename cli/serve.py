@@ -30,6 +30,7 @@ def serve(
     no_graph: o.NoGraph = False,
     cache_type_k: o.CacheTypeK = None,
     cache_type_v: o.CacheTypeV = None,
+    threads: o.Threads = None,
     sampling: SamplingParams,
 ) -> None:
     """Serve a model over OpenAI's API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics).
@@ -40,7 +41,8 @@ def serve(
 
     run_server(Path(model), host=host, port=port, parallel=parallel, ctx=ctx, api_key=api_key,
                chat_template=chat_template, max_queue=max_queue, sampling=sampling, device=device,
-               graphs=False if no_graph else None, cache_type_k=cache_type_k, cache_type_v=cache_type_v, alias=alias)
+               graphs=False if no_graph else None, cache_type_k=cache_type_k, cache_type_v=cache_type_v, alias=alias,
+               threads=threads)
 
 
 def register(app: typer.Typer) -> None:

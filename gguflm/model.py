@@ -16,6 +16,7 @@ import torch
 
 from gguflm.backends import Backend, make_backend, resolve_backend
 from gguflm.config import ModelConfig
+from gguflm.threads import check_threads
 from gguflm.engine import Engine, cache_types, choose_context
 from gguflm.errors import GGUFLMError
 from gguflm.gguf_file import GGUFFile, open_gguf
@@ -122,16 +123,20 @@ def load(
     backend: str | None = None,
     cache_type_k: str | None = None,
     cache_type_v: str | None = None,
+    threads: int | None = None,
 ) -> Model:
     """Open a GGUF file and stream its weights onto `device` (default: CUDA if present, else CPU).
 
-    `backend` is "triton" (the default on CUDA) or "reference" (the default on the CPU).
+    `backend` is "triton" (the default on CUDA), "cpu" (the default on the CPU: numba kernels over
+    the packed blocks) or "reference" (plain torch, the oracle). `threads`: how many CPU threads
+    compute (default: one per physical core; the process's torch and numba settings).
     `cache_type_k`/`cache_type_v`: the KV cache types its engines use (f32, f16, bf16, q8_0,
     q4_0, each independently; default: f32 on the CPU reference, the activation type on the GPU).
     """
     for name in (cache_type_k, cache_type_v):
         if name is not None:
             cache_type(name)  # a bad name is an error before the weights are read
+    threads = None if threads is None else check_threads(threads)
     dev = resolve_device(device)
     name = resolve_backend(backend, dev)
     gf = open_gguf(path)
@@ -140,4 +145,4 @@ def load(
                           "(gguflm tokenize) but not run")
     config = ModelConfig.from_gguf(gf)
     weights = load_weights(gf, config, dev, progress)
-    return Model(gf, config, weights, make_backend(name, config, weights), cache_type_k, cache_type_v)
+    return Model(gf, config, weights, make_backend(name, config, weights, threads), cache_type_k, cache_type_v)

@@ -140,9 +140,11 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mode: str) -> 
 
 def qkv_heads(qkv: torch.Tensor, positions: torch.Tensor, rope: Rope, n_heads: int, n_kv: int,
               q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
-              eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              eps: float = 1e-6, angles: tuple[torch.Tensor, torch.Tensor] | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split a fused qkv (T, (n_heads + 2 n_kv) * hd) into q (T, n_heads, hd), k and v (T, n_kv, hd):
-    q and k RMS-normalized per head when norms are given (Qwen3), then rotated at `positions`."""
+    q and k RMS-normalized per head when norms are given (Qwen3), then rotated at `positions`
+    (`angles`: `rope_angles(rope, positions)` when the caller has them already, as every layer can share them)."""
     t, hd = qkv.shape[0], rope.head_dim
     q, k, v = qkv.float().split((n_heads * hd, n_kv * hd, n_kv * hd), dim=-1)
     q, k, v = q.reshape(t, n_heads, hd), k.reshape(t, n_kv, hd), v.reshape(t, n_kv, hd)
@@ -150,7 +152,7 @@ def qkv_heads(qkv: torch.Tensor, positions: torch.Tensor, rope: Rope, n_heads: i
         q = rmsnorm(q, q_norm, eps)
     if k_norm is not None:
         k = rmsnorm(k, k_norm, eps)
-    cos, sin = rope_angles(rope, positions)
+    cos, sin = angles if angles is not None else rope_angles(rope, positions)
     return rotate(q, cos, sin, rope.mode), rotate(k, cos, sin, rope.mode), v
 
 

@@ -1,7 +1,8 @@
 """The reference backend: the transformer in plain torch ops (`gguflm.ops`), on the CPU or CUDA.
 
-It is the CPU path and the oracle every Triton kernel is checked against. Activations are fp32;
-weights stay packed and are expanded to fp32 a chunk of rows at a time, inside `ops.linear`.
+It is the oracle every Triton and CPU kernel is checked against (and the CPU path without numba).
+Activations are fp32; weights stay packed and are expanded to fp32 a chunk of rows at a time,
+inside `ops.linear`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class ReferenceBackend(Backend):
     """Each layer: x += attention(rmsnorm(x)); x += feed_forward(rmsnorm(x)); then the output head."""
 
     cache_dtype = torch.float32
+    linear = staticmethod(ops.linear)  # x (T, K) @ W^T: how products are computed (the CPU backend's kernels)
+    linear_rows = staticmethod(ops.linear_rows)  # the same, each row of x as if alone (batched decode)
 
     def __init__(self, cfg, weights):
         super().__init__(cfg, weights)
@@ -28,7 +31,7 @@ class ReferenceBackend(Backend):
         return self._layers(tokens, positions, self._attend_span(cache, positions, start + tokens.shape[0]))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        return ops.linear(h, self.weights.output)  # (T, n_vocab)
+        return self.linear(h, self.weights.output)  # (T, n_vocab)
 
     @torch.inference_mode()
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -40,24 +43,26 @@ class ReferenceBackend(Backend):
     @torch.inference_mode()
     def decode_batch(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                      pool: KVPool) -> torch.Tensor:
-        """Each row computed as `decode` computes it alone: products row by row (`ops.linear_rows`),
+        """Each row computed as `decode` computes it alone: products row by row (`linear_rows`),
         attention over its own slot. Reads positions and slots on the host (not graph-safe)."""
         positions = positions.long()
-        h = self._layers(tokens.long(), positions, self._attend_rows(pool, positions, slots), ops.linear_rows)
-        return ops.linear_rows(h, self.weights.output)  # (B, n_vocab)
+        h = self._layers(tokens.long(), positions, self._attend_rows(pool, positions, slots), self.linear_rows)
+        return self.linear_rows(h, self.weights.output)  # (B, n_vocab)
 
     # ------------------------------------------------------------------ the layers
 
-    def _layers(self, tokens: torch.Tensor, positions: torch.Tensor, attend, linear=ops.linear) -> torch.Tensor:
+    def _layers(self, tokens: torch.Tensor, positions: torch.Tensor, attend, linear=None) -> torch.Tensor:
         """Tokens (T,) at `positions` (T,); `attend(i, q, k, v)` stores k, v in layer i's cache and returns
-        the attention output (T, q_dim); `linear` multiplies by a weight."""
+        the attention output (T, q_dim); `linear` multiplies by a weight (default: `self.linear`)."""
         cfg, w = self.cfg, self.weights
+        linear = linear or self.linear
         x = ops.embed(w.tok_embd, tokens)  # (T, dim)
+        angles = ops.rope_angles(self.rope, positions)  # (cos, sin), each (T, rot_dim / 2): every layer's
         for i, layer in enumerate(w.layers):
             h = ops.rmsnorm(x, layer.attn_norm, cfg.norm_eps)
             qkv = linear(h, layer.wqkv, layer.bqkv)  # (T, q_dim + 2 kv_dim)
             q, k, v = ops.qkv_heads(qkv, positions, self.rope, cfg.n_heads, cfg.n_kv_heads,
-                                    layer.q_norm, layer.k_norm, cfg.norm_eps)
+                                    layer.q_norm, layer.k_norm, cfg.norm_eps, angles)
             x = x + linear(attend(i, q, k, v), layer.wo)
             h = ops.rmsnorm(x, layer.ffn_norm, cfg.norm_eps)
             x = x + linear(ops.silu_mul(linear(h, layer.w_gate_up)), layer.w_down)

@@ -12,8 +12,10 @@ from gguflm.sampling import SamplingParams
 def serve(model_path: Path, host: str = "127.0.0.1", port: int = 8080, parallel: int = 4, ctx: int | None = None,
           api_key: str | None = None, chat_template: str | None = None, max_queue: int = 64,
           sampling: SamplingParams | None = None, device: str = "auto", graphs: bool | None = None,
-          cache_type_k: str | None = None, cache_type_v: str | None = None, alias: str | None = None) -> None:
-    """Serve until interrupted; `ctx` is each sequence's context (default: the model's, capped to fit)."""
+          cache_type_k: str | None = None, cache_type_v: str | None = None, alias: str | None = None,
+          threads: int | None = None) -> None:
+    """Serve until interrupted; `ctx` is each sequence's context (default: the model's, capped to fit);
+    `threads`: CPU threads that compute (default: the physical cores)."""
     import uvicorn
 
     import gguflm
@@ -26,7 +28,8 @@ def serve(model_path: Path, host: str = "127.0.0.1", port: int = 8080, parallel:
         raise GGUFLMError(f"--max-queue must be 0 or more, not {max_queue}")
     if not 0 <= port < 65536:
         raise GGUFLMError(f"--port must be between 0 and 65535, not {port}")
-    model = gguflm.load(model_path, device=device, cache_type_k=cache_type_k, cache_type_v=cache_type_v)
+    model = gguflm.load(model_path, device=device, cache_type_k=cache_type_k, cache_type_v=cache_type_v,
+                        threads=threads)
     if not model.has_tokenizer:
         raise GGUFLMError("the model file has no tokenizer, so it cannot serve text")
     model.tokenizer.encode("warm up")  # build the encoder now, not on the first request

@@ -1,0 +1,54 @@
+"""Q8_0 on the CPU: w = d * q per 32-weight block; qs int8 (N, K), d fp16 (N, K/32) (quants.legacy).
+
+`matvec` reads the blocks where they lie and accumulates fp32 in 32 lanes per row: lane j sums
+d_b * (q_bj * x_bj) over the blocks b of the row, then the lanes are added in a fixed order.
+`expand` writes rows as fp32 for the GEMM path (prefill).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import float32, prange
+
+from gguflm.cpu.jit import f16_to_f32, kernel
+from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+
+
+@kernel
+def q8_0_matvec(qs, d, x, out):
+    """qs (N, nb, 32) int8, d (N, nb) int16 (fp16 bits), x (T, nb, 32) fp32 -> out (T, N) fp32."""
+    n, nb, _ = qs.shape
+    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, np.float32)
+        for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            for t in range(x.shape[0]):
+                acc[:] = 0
+                for b in range(nb):
+                    scale = f16_to_f32(d[r, b])
+                    for j in range(32):
+                        acc[j] += scale * (float32(qs[r, b, j]) * x[t, b, j])
+                out[t, r] = lane_sum(acc)
+
+
+@kernel
+def q8_0_expand(qs, d, out):
+    """qs (R, nb, 32) int8, d (R, nb) int16 (fp16 bits) -> out (R, nb, 32) fp32 = d * q."""
+    n, nb, _ = qs.shape
+    for r in prange(n):
+        for b in range(nb):
+            scale = f16_to_f32(d[r, b])
+            for j in range(32):
+                out[r, b, j] = scale * float32(qs[r, b, j])
+
+
+def matvec(parts, x, out) -> None:
+    qs, d = parts
+    n, k = qs.shape
+    q8_0_matvec(qs.numpy().reshape(n, k // 32, 32), d.numpy().view(np.int16),
+                x.numpy().reshape(x.shape[0], k // 32, 32), out.numpy())
+
+
+def expand(parts, out) -> None:
+    qs, d = parts
+    n, k = qs.shape
+    q8_0_expand(qs.numpy().reshape(n, k // 32, 32), d.numpy().view(np.int16), out.numpy().reshape(n, k // 32, 32))
