@@ -1,6 +1,6 @@
 """The GGUF mutation fuzzer for longer: many mutants, every entry point, a report of what broke.
 
-    python scripts/fuzz.py [--mutants 20000] [--seed N] [--out fuzz-findings]
+    python scripts/fuzz.py [--mutants 20000] [--seconds S] [--seed N] [--out fuzz-findings]
 
 Each mutant that ends in anything but success or one clear GGUFLMError line (or takes longer than
 --timeout seconds, or grows the process past --max-rss-gb) is saved to --out with what was done to
@@ -36,6 +36,8 @@ def _child(path: str, max_rss_gb: float, queue) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop after this long even if fewer mutants were run (a budget on a loaded machine)")
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(1 << 30))
     parser.add_argument("--out", default="fuzz-findings")
     parser.add_argument("--timeout", type=float, default=20.0)
@@ -59,7 +61,11 @@ def main() -> None:
     found = 0
     started = time.monotonic()
     print(f"seed {args.seed}: {args.mutants} mutants of {len(bases)} files", flush=True)
+    done = 0
     for i in range(args.mutants):
+        if args.seconds is not None and time.monotonic() - started > args.seconds:
+            break
+        done = i + 1
         data, header_end, all_sites, base = bases[i % len(bases)]
         mutant, what = mutate(data, header_end, all_sites, rng, base)
         path = work / "mutant.gguf"
@@ -83,7 +89,7 @@ def main() -> None:
             (out / f"mutant-{args.seed}-{i}.txt").write_text(f"{what}\n{stage}\n{error}\n")
         if (i + 1) % 500 == 0:
             print(f"{i + 1} mutants, {time.monotonic() - started:.0f} s: {counts}", flush=True)
-    print(f"done: {args.mutants} mutants in {time.monotonic() - started:.0f} s, {found} findings: {counts}")
+    print(f"done: {done} mutants in {time.monotonic() - started:.0f} s, {found} findings: {counts}")
     sys.exit(1 if found else 0)
 
 
