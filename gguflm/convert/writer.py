@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import gguf
 import numpy as np
 
 from gguflm.convert import hparams as H
+from gguflm.convert import validate
 from gguflm.convert.encode import encode_chunks
 from gguflm.convert.plan import ConversionPlan, make_plan
 from gguflm.convert.vocab import has_tokenizer, write_vocab
 from gguflm.errors import GGUFLMError
-from gguflm.files import atomic_write
+from gguflm.files import atomic_write, remove_stale_parts
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +57,23 @@ def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | N
 
 
 def convert_checkpoint(hf_dir: Path, out_path: Path, outtype: str = "f32", *, vocab_only: bool = False,
-                       dry_run: bool = False, progress: bool = False, pre: str | None = None) -> Path:
+                       dry_run: bool = False, progress: bool = False, pre: str | None = None,
+                       allow_pickle: bool = False) -> Path:
     """Convert the Hugging Face checkpoint in `hf_dir` to GGUF at `out_path` and return that path.
 
     Tensors stream in row chunks (peak memory is a chunk, or one Q/K matrix), and the file
-    appears under `out_path` only once complete: an error or Ctrl-C leaves nothing behind.
+    appears under `out_path` only once complete and read back by gguflm's own checks: an error,
+    Ctrl-C or SIGTERM leaves nothing behind (and parts a killed conversion left are removed).
     """
-    plan = make_plan(Path(hf_dir), outtype, vocab_only=vocab_only)
+    plan = make_plan(Path(hf_dir), outtype, vocab_only=vocab_only, allow_pickle=allow_pickle)
     w = build_writer(plan, vocab_only=vocab_only, pre=pre)
     out_path = Path(out_path)
     if dry_run:
         return out_path
     if out_path.is_dir():
         raise GGUFLMError(f"output path {out_path} is a directory.")
-    with atomic_write(out_path, "the GGUF file") as tmp:
+    remove_stale_parts(out_path)
+    with sigterm_as_interrupt(), atomic_write(out_path, "the GGUF file") as tmp:
         try:
             w.write_header_to_file(path=tmp)
             w.write_kv_data_to_file()
@@ -73,7 +81,26 @@ def convert_checkpoint(hf_dir: Path, out_path: Path, outtype: str = "f32", *, vo
             _write_data(w, plan, progress)
         finally:
             w.close()
+        validate.check_output(tmp, weights=not vocab_only, tokenizer=has_tokenizer(plan.hf_dir))
     return out_path
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a `kill`, a job scheduler's stop) raises KeyboardInterrupt, as Ctrl-C does, so the
+    partial file is removed on the way out; only the main thread can install a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _write_data(w: gguf.GGUFWriter, plan: ConversionPlan, progress: bool) -> None:
