@@ -23,7 +23,9 @@ class StopStrings:
             self.held = ""
             return held[:hit], True
         # the longest tail that is a proper prefix of some stop string waits for the next piece
-        keep = max((k for s in self.stops for k in range(1, len(s)) if held.endswith(s[:k])), default=0)
+        # (no longer than `held` itself: a long stop string costs what the text is, not what it is)
+        keep = max((k for s in self.stops for k in range(1, min(len(s), len(held) + 1)) if held.endswith(s[:k])),
+                   default=0)
         self.held = held[len(held) - keep :]
         return held[: len(held) - keep], False
 

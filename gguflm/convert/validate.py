@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -162,6 +163,17 @@ def check_plan(plan) -> None:
 # ---------------------------------------------------------------------------- the written file
 
 
+def check_metadata(w) -> None:
+    """Every metadata value the writer holds packs as the GGUF type it was given: a string or a list
+    where a number belongs (a generation_config.json's top_k, say) fails here, not mid-write."""
+    for key, val in w.kv_data[0].items():
+        try:
+            w._pack_val(val.value, val.type, add_vtype=True, sub_type=val.sub_type)
+        except (struct.error, ValueError, TypeError, OverflowError, AttributeError):
+            raise GGUFLMError(f"metadata {key} cannot be written as a GGUF {val.type.name.lower()}: the checkpoint "
+                              f"gives {_brief(val.value)}.") from None
+
+
 def check_output(path: Path, *, weights: bool, tokenizer: bool) -> None:
     """The written file opens in gguflm: header, config, every tensor's type and shape, the tokenizer."""
     from gguflm.config import ModelConfig
@@ -189,11 +201,22 @@ def _token_id(value, what: str) -> int:
     return value
 
 
+def is_text(value) -> bool:
+    """A string that is valid Unicode (JSON's escapes can spell a lone surrogate, which UTF-8 cannot hold)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _added_entries(entries, where: str) -> None:
     if not isinstance(entries, list):
         raise GGUFLMError(f"{where}'s 'added_tokens' must be a list, not {_brief(entries)}.")
     for a in entries:
-        if not isinstance(a, dict) or not isinstance(a.get("content"), str):
+        if not isinstance(a, dict) or not is_text(a.get("content")):
             raise GGUFLMError(f"{where} has an added token {_brief(a)} without a 'content' string.")
         _token_id(a.get("id"), f"{where}'s id of added token {shown(a['content'])}")
 
@@ -236,8 +259,7 @@ def check_tokenizer_config(tc: dict) -> None:
     where = "tokenizer_config.json"
     for key in _SPECIAL_KEYS:
         value = tc.get(key)
-        if value is not None and not isinstance(value, str) and not (isinstance(value, dict)
-                                                                     and isinstance(value.get("content"), str)):
+        if value is not None and not is_text(value) and not (isinstance(value, dict) and is_text(value.get("content"))):
             raise GGUFLMError(f"{where}'s {key!r} must be a token's text (or an object with 'content').")
     for key in ("add_bos_token", "add_eos_token", "add_prefix_space"):
         if tc.get(key) is not None and not isinstance(tc[key], bool):
@@ -246,7 +268,7 @@ def check_tokenizer_config(tc: dict) -> None:
     if not isinstance(decoder, dict):
         raise GGUFLMError(f"{where}'s 'added_tokens_decoder' must be an object of id -> token.")
     for i, d in decoder.items():
-        if not i.isdigit() or not isinstance(d, dict) or not isinstance(d.get("content"), str):
+        if not i.isdigit() or not isinstance(d, dict) or not is_text(d.get("content")):
             raise GGUFLMError(f"{where}'s added_tokens_decoder entry {shown(i)} must map a token id to an object "
                               "with a 'content' string.")
     template = tc.get("chat_template")
@@ -258,6 +280,8 @@ def check_tokenizer_config(tc: dict) -> None:
 
 def check_added_tokens_json(added: dict) -> None:
     for text, i in added.items():
+        if not is_text(text):
+            raise GGUFLMError(f"added_tokens.json has a token {shown(text)} that is not valid Unicode.")
         _token_id(i, f"added_tokens.json's id of {shown(text)}")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from gguflm.convert import hparams as H
 from gguflm.convert import validate
+from gguflm.convert.checkpoint import first_line
 from gguflm.convert.encode import encode_chunks
 from gguflm.convert.plan import ConversionPlan, make_plan
 from gguflm.convert.vocab import has_tokenizer, write_vocab
@@ -34,12 +35,7 @@ def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | N
     """A GGUFWriter (not yet bound to a file) holding all metadata and tensor infos of `plan`."""
     w = gguf.GGUFWriter(path=None, arch=plan.arch.name)
     w.add_type(gguf.GGUFType.MODEL)
-    meta = gguf.Metadata.load(None, plan.hf_dir, None, plan.n_params)
-    if meta.name is None:
-        meta.name = plan.hf_dir.resolve().name
-    if meta.size_label is None and plan.n_params > 0:
-        meta.size_label = gguf.size_label(plan.n_params, plan.n_params, 0, 0)
-    meta.set_gguf_meta_model(w)
+    _add_model_card(w, plan)
     H.write_hparams(w, plan.config, plan.arch)
     w.add_file_type(plan.file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -50,10 +46,28 @@ def build_writer(plan: ConversionPlan, *, vocab_only: bool = False, pre: str | N
         raise GGUFLMError(f"--vocab-only needs a tokenizer, and {plan.hf_dir} has none.")
     else:
         log.warning("%s has no tokenizer files; writing a GGUF without a vocabulary", plan.hf_dir)
+    validate.check_metadata(w)
     for t in plan.tensors:
         # A float32 dtype with raw_dtype set makes the writer keep the logical shape as given.
         w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
     return w
+
+
+def _add_model_card(w: gguf.GGUFWriter, plan: ConversionPlan) -> None:
+    """general.* keys from README.md's front matter, config.json and generation_config.json (gguf-py's
+    reader, as llama.cpp's converter uses it); a file it cannot parse is one clear error."""
+    import yaml
+
+    try:
+        meta = gguf.Metadata.load(None, plan.hf_dir, None, plan.n_params)
+        if meta.name is None:
+            meta.name = plan.hf_dir.resolve().name
+        if meta.size_label is None and plan.n_params > 0:
+            meta.size_label = gguf.size_label(plan.n_params, plan.n_params, 0, 0)
+        meta.set_gguf_meta_model(w)
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, IndexError, OSError) as e:
+        raise GGUFLMError(f"cannot read the model card and generation settings of {plan.hf_dir} "
+                          f"(README.md, generation_config.json): {first_line(e)}") from None
 
 
 def convert_checkpoint(hf_dir: Path, out_path: Path, outtype: str = "f32", *, vocab_only: bool = False,
