@@ -197,3 +197,46 @@ def test_mutated_requests_get_clean_answers(client):
         kinds[kind] = kinds.get(kind, 0) + 1
     assert kinds.get("error", 0) > 0 and kinds.get("ok", 0) + kinds.get("streamed", 0) > 0, kinds
     assert client.get("/health").status_code == 200  # and the server goes on
+
+
+def _stops_reference(stops, pieces):
+    """Stop strings the plain way (every proper prefix of every stop tried against the held text)."""
+    held, out = "", []
+    for text in pieces:
+        held += text
+        hits = [held.find(s) for s in stops if s in held]
+        if hits:
+            out.append((held[:min(hits)], True))
+            return out
+        keep = max((k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])), default=0)
+        out.append((held[:len(held) - keep], False))
+        held = held[len(held) - keep:]
+    return out
+
+
+def test_stop_strings_agree_with_the_plain_algorithm():
+    from gguflm.stop_strings import StopStrings
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        stops = ["".join(rng.choice("ab") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3))]
+        pieces = ["".join(rng.choice("abc") for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(1, 8))]
+        s = StopStrings(stops)
+        got = []
+        for text in pieces:
+            got.append(s.feed(text))
+            if got[-1][1]:
+                break
+        assert got == _stops_reference(stops, pieces), (stops, pieces)
+
+
+def test_a_long_stop_string_is_held_back_and_hit_like_a_short_one():
+    from gguflm.stop_strings import StopStrings
+
+    stop = "ab" * 500_000  # a 1 MB stop string: each piece costs its own length, not the stop's
+    s = StopStrings([stop, "zz"])
+    assert s.feed("xxab") == ("xx", False)  # "ab" could start the long stop: held
+    for _ in range(20_000):
+        assert s.feed("ab") == ("", False)
+    assert s.feed("c") == ("ab" * 20_001 + "c", False)  # the long prefix never became the stop
+    assert StopStrings([stop]).feed("abc") == ("abc", False)
