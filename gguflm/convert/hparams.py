@@ -23,11 +23,12 @@ def architecture_for(config: dict) -> Architecture:
     names = config.get("architectures") or []
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise GGUFLMError("config.json's 'architectures' must be a list of class names (strings).")
-    name = names[0] if names else None
-    record = archs.for_hf_class(name)
+    supported = ", ".join(archs.hf_classes())
+    if not names:
+        raise GGUFLMError(f"config.json names no model class in 'architectures'; supported: {supported}.")
+    record = archs.for_hf_class(names[0])
     if record is None:
-        supported = ", ".join(archs.hf_classes())
-        raise GGUFLMError(f"architecture {name or config.get('model_type')!r} is not supported; supported: {supported}.")
+        raise GGUFLMError(f"architecture {names[0]!r} is not supported; supported: {supported}.")
     return record
 
 
