@@ -271,3 +271,16 @@ def test_the_next_conversion_removes_stale_parts(ckpt, tmp_path):
         p.write_bytes(b"partial")
     convert_checkpoint(ckpt, out, "f32")
     assert out.is_file() and not stale.exists() and live.exists() and other.exists()
+
+
+def test_cli_refuses_a_pickle_in_one_line_and_reads_it_with_allow_pickle(ckpt, tmp_path):
+    d = _copy(ckpt, tmp_path)
+    torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
+    (d / "model.safetensors").unlink()
+    cmd = [sys.executable, "-m", "gguflm.cli.main", "convert", str(d), "-o", str(tmp_path / "m.gguf"), "--outtype", "f32"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "pickle" in refused.stderr and "--allow-pickle" in refused.stderr and not (tmp_path / "m.gguf").exists()
+    allowed = subprocess.run(cmd + ["--allow-pickle"], capture_output=True, text=True, timeout=300)
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "m.gguf").is_file()
