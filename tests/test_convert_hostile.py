@@ -85,8 +85,9 @@ CONFIG_CASES = {
     "rope_scaling factor a string": ({"rope_scaling": {"rope_type": "linear", "factor": "2"}}, "factor"),
     "rope_scaling yarn without context": ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}},
                                           "original_max_position_embeddings"),
-    "rope_scaling llama3 equal factors": ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
-                                                            "high_freq_factor": 4.0}}, "low_freq_factor"),
+    "rope_scaling llama3 equal factors": ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                                                            "low_freq_factor": 4.0, "high_freq_factor": 4.0}},
+                                          "low_freq_factor"),
     "rope_scaling unknown type": ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "not supported"),
     "architectures nested": ({"architectures": [["LlamaForCausalLM"]]}, "architectures"),
     "architectures a string": ({"architectures": "LlamaForCausalLM"}, "architectures"),
@@ -120,7 +121,8 @@ def _retensor(d: Path, edit) -> None:
 
 Q = "model.layers.0.self_attn.q_proj.weight"
 TENSOR_CASES = {
-    "zero-row embedding": (lambda t: t.update({"model.embed_tokens.weight": torch.zeros(0, 64)}), "embed_tokens.*shape"),
+    "zero-row embedding": (lambda t: t.update({"model.embed_tokens.weight": torch.zeros(0, 64)}),
+                           "embed_tokens.*shape"),
     "q_proj wrong rows": (lambda t: t.update({Q: t[Q][:48].clone()}), "q_proj.*shape"),
     "scalar norm": (lambda t: t.update({"model.norm.weight": torch.tensor(1.0)}), r"model\.norm.*shape \(\)"),
     "1-D matrix": (lambda t: t.update({Q: t[Q].flatten().clone()}), "q_proj.*shape"),
@@ -277,10 +279,35 @@ def test_cli_refuses_a_pickle_in_one_line_and_reads_it_with_allow_pickle(ckpt, t
     d = _copy(ckpt, tmp_path)
     torch.save(load_file(d / "model.safetensors"), d / "pytorch_model.bin")
     (d / "model.safetensors").unlink()
-    cmd = [sys.executable, "-m", "gguflm.cli.main", "convert", str(d), "-o", str(tmp_path / "m.gguf"), "--outtype", "f32"]
+    cmd = [sys.executable, "-m", "gguflm.cli.main", "convert", str(d), "-o", str(tmp_path / "m.gguf"),
+           "--outtype", "f32"]
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
     assert "pickle" in refused.stderr and "--allow-pickle" in refused.stderr and not (tmp_path / "m.gguf").exists()
     allowed = subprocess.run(cmd + ["--allow-pickle"], capture_output=True, text=True, timeout=300)
     assert allowed.returncode == 0, allowed.stderr
     assert (tmp_path / "m.gguf").is_file()
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("generation_config.json", json.dumps({"top_k": "forty"}), "top_k"),
+    ("generation_config.json", json.dumps({"temperature": [1]}), "temp"),
+    ("README.md", "---\nlicense: [unclosed\n---\n", "model card"),
+    ("README.md", b"---\nlicense: \xff\n---\n", "model card"),
+])
+def test_bad_model_card_or_generation_settings_are_refused(ckpt, tmp_path, name, text, match):
+    d = _copy(ckpt, tmp_path)
+    (d / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    _refused(d, tmp_path, match)
+
+
+def test_a_self_referencing_model_card_and_a_corrupt_tokenizer_model(tmp_path):
+    spm = make_tiny_checkpoint(tmp_path / "spm", "llama", tokenizer="spm")
+    d = _copy(spm, tmp_path)
+    (d / "README.md").write_text("---\nlanguage: &a [*a]\n---\n")  # YAML's anchors make a list that holds itself
+    _refused(d, tmp_path, "language")
+    (d / "README.md").unlink()
+    data = bytearray((d / "tokenizer.model").read_bytes())
+    data[20:40] = b"\x80" * 20
+    (d / "tokenizer.model").write_bytes(bytes(data))
+    _refused(d, tmp_path, "tokenizer.model")

@@ -32,8 +32,8 @@ USER = [{"role": "user", "content": "hi"}]
 def client(tmp_path_factory):
     from starlette.testclient import TestClient
 
-    path = write_synthetic_gguf(tmp_path_factory.mktemp("fuzz-serve") / "tiny.gguf",
-                                SyntheticSpec(qtype="Q8_0", n_vocab=320, n_ctx=512, seed=5), tokenizer=spm_tokenizer(320))
+    spec = SyntheticSpec(qtype="Q8_0", n_vocab=320, n_ctx=512, seed=5)
+    path = write_synthetic_gguf(tmp_path_factory.mktemp("fuzz-serve") / "tiny.gguf", spec, tokenizer=spm_tokenizer(320))
     model = gguflm.load(path, device="cpu")
     engine = model.new_engine(CTX, graphs=False, slots=2)
     server = Server(model, engine, ChatTemplate.for_model(model, "chatml"), ServerConfig("tiny", max_queue=8))
@@ -175,7 +175,8 @@ def mutate_request(rng: random.Random) -> tuple[str, bytes, str]:
         raw = json.dumps(body).encode()
         cut = rng.randrange(len(raw))
         raw, what = rng.choice([(raw[:cut], f"cut at {cut}"),
-                                (raw[:cut] + bytes([rng.choice([0x80, 0xff, 0xc3, 0x00])]) + raw[cut + 1:], f"byte {cut}"),
+                                (raw[:cut] + bytes([rng.choice([0x80, 0xff, 0xc3, 0x00])]) + raw[cut + 1:],
+                                 f"byte {cut}"),
                                 (b"[" + raw + b"]", "in an array"),
                                 (raw.replace(b'"', b"'", 2), "quotes")])
         return route, raw, what

@@ -101,7 +101,8 @@ def _sharded(hf_dir: Path, index: Path, is_bin: bool, allow_pickle: bool) -> lis
     tensors = [t for f in files for t in reader(hf_dir / f)]
     absent = sorted(set(weight_map) - {t.name for t in tensors})
     if absent:
-        raise GGUFLMError(f"{index.name} lists tensors that no shard contains: {', '.join(shown(a) for a in absent[:5])}.")
+        raise GGUFLMError(f"{index.name} lists tensors that no shard contains: "
+                          f"{', '.join(shown(a) for a in absent[:5])}.")
     return tensors
 
 

@@ -169,7 +169,7 @@ def check_metadata(w) -> None:
     for key, val in w.kv_data[0].items():
         try:
             w._pack_val(val.value, val.type, add_vtype=True, sub_type=val.sub_type)
-        except (struct.error, ValueError, TypeError, OverflowError, AttributeError):
+        except (struct.error, ValueError, TypeError, OverflowError, AttributeError, RecursionError):
             raise GGUFLMError(f"metadata {key} cannot be written as a GGUF {val.type.name.lower()}: the checkpoint "
                               f"gives {_brief(val.value)}.") from None
 

@@ -98,7 +98,7 @@ def _spm_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[bytes], list[
     sp = SentencePieceProcessor()
     try:
         sp.LoadFromFile(str(hf_dir / "tokenizer.model"))
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: a string field that is not UTF-8
         raise GGUFLMError(f"cannot read {hf_dir / 'tokenizer.model'}: {first_line(e)}") from None
     n = vocab_size or sp.vocab_size()
     tokens = [f"[PAD{i}]".encode() for i in range(n)]

@@ -65,7 +65,8 @@ def _add_model_card(w: gguf.GGUFWriter, plan: ConversionPlan) -> None:
         if meta.size_label is None and plan.n_params > 0:
             meta.size_label = gguf.size_label(plan.n_params, plan.n_params, 0, 0)
         meta.set_gguf_meta_model(w)
-    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, IndexError, OSError) as e:
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, IndexError, OSError,
+            RecursionError) as e:  # gguf-py reads these files with no checks of its own
         raise GGUFLMError(f"cannot read the model card and generation settings of {plan.hf_dir} "
                           f"(README.md, generation_config.json): {first_line(e)}") from None
 

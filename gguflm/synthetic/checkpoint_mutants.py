@@ -184,7 +184,8 @@ def _tokenizer_json(d: Path, rng: random.Random) -> str:
     elif op == "added":
         spec["added_tokens"] = hostile_value(rng, spec.get("added_tokens"))
     elif op == "pre":
-        spec["pre_tokenizer"] = rng.choice([hostile_value(rng), {"type": "Sequence", "pretokenizers": hostile_value(rng)},
+        spec["pre_tokenizer"] = rng.choice([hostile_value(rng),
+                                            {"type": "Sequence", "pretokenizers": hostile_value(rng)},
                                             {"type": "ByteLevel", "use_regex": hostile_value(rng)}])
     elif op == "model type":
         model["type"] = rng.choice(["WordPiece", "Unigram", 5, None])
@@ -212,6 +213,28 @@ def _tokenizer_config(d: Path, rng: random.Random) -> str:
     return what
 
 
+_GENERATION_KEYS = ("eos_token_id", "bos_token_id", "top_k", "top_p", "min_p", "temperature", "penalty_last_n",
+                    "penalty_repeat", "mirostat", "sequence")
+
+
+def _generation_config(d: Path, rng: random.Random) -> str:
+    path = d / "generation_config.json"
+    gc = _read_json(path)
+    key = rng.choice(_GENERATION_KEYS)
+    gc[key] = hostile_value(rng, gc.get(key))
+    _write_json(path, gc)
+    return f"generation_config.json: {key} = {gc[key]!r}"[:200]
+
+
+def _model_card(d: Path, rng: random.Random) -> str:
+    """A README.md whose YAML front matter (read for general.* keys) holds a hostile value."""
+    key = rng.choice(["license", "tags", "base_model", "language", "datasets", "model_name", "pipeline_tag"])
+    value = rng.choice([json.dumps(hostile_value(rng)), "[unclosed", "{a: [1, {b: }", "!!python/object:os.system",
+                        "\xff", "&a [*a]"])
+    (d / "README.md").write_text(f"---\n{key}: {value}\n---\n# model\n", encoding="utf-8")
+    return f"README.md: {key}: {value[:60]!r}"
+
+
 def _broken_file(d: Path, rng: random.Random) -> str:
     path = rng.choice(sorted(p for p in d.iterdir() if p.is_file()))
     data = path.read_bytes()
@@ -224,10 +247,13 @@ def _broken_file(d: Path, rng: random.Random) -> str:
     return f"{path.name}: a byte at {pos} replaced"
 
 
-_MUTATIONS = {
-    "config.json": (_config, 4), "model.safetensors": (_tensors, 2), "tokenizer.json": (_tokenizer_json, 2),
-    "tokenizer_config.json": (_tokenizer_config, 2),
-}
+# (the file a mutation edits, or None for one it writes; the mutation; its weight)
+_MUTATIONS = (
+    ("config.json", _config, 4), ("model.safetensors", _tensors, 2), ("model.safetensors", _safetensors_header, 1),
+    ("model.safetensors", _shard_index, 1), ("tokenizer.json", _tokenizer_json, 2),
+    ("tokenizer_config.json", _tokenizer_config, 2), ("generation_config.json", _generation_config, 1),
+    (None, _model_card, 1), (None, _broken_file, 1),
+)
 
 
 def mutate_checkpoint(base: Path, out: Path, rng: random.Random) -> str:
@@ -236,10 +262,7 @@ def mutate_checkpoint(base: Path, out: Path, rng: random.Random) -> str:
     shutil.copytree(base, out)
     done = []
     for _ in range(rng.choice([1, 1, 1, 2, 3])):
-        options = [(fn, w) for name, (fn, w) in _MUTATIONS.items() if (out / name).is_file()]
-        if (out / "model.safetensors").is_file():
-            options += [(_safetensors_header, 1), (_shard_index, 1)]
-        options.append((_broken_file, 1))
+        options = [(fn, w) for name, fn, w in _MUTATIONS if name is None or (out / name).is_file()]
         fns, weights = zip(*options)
         fn = rng.choices(fns, weights)[0]
         try:
