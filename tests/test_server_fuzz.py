@@ -19,7 +19,7 @@ from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
 from gguflm.synthetic.checkpoint_mutants import hostile_value
 from gguflm.synthetic.vocab import spm_tokenizer
 
-MUTANTS = int(os.environ.get("GGUFLM_FUZZ_SERVER_MUTANTS", "150"))
+MUTANTS = int(os.environ.get("GGUFLM_FUZZ_SERVER_MUTANTS", "300"))
 SECONDS = 120  # a loaded CI machine stops early, after at least a third of the mutants
 SEED = int(os.environ.get("GGUFLM_FUZZ_SEED", str(random.SystemRandom().randrange(1 << 30))))
 HANG = 60.0  # seconds without an answer that count as a hang (the bar is 20 s on an idle machine)
@@ -97,6 +97,8 @@ CASES = [
     (CHAT, b'{"messages": [{"role": "user", "content": "hi"}], "top_p": -Infinity}'),
     (CHAT, b'{"messages": [{"role": "user", "content": "\\ud800"}]}'),
     (COMPLETIONS, b'{"prompt": "\\ud800 hi", "max_tokens": 2}'),
+    (COMPLETIONS, b'{"prompt": "hi", "model": "\\ud800"}'),  # quoted back in the error message
+    (COMPLETIONS, json.dumps({"prompt": "hi", "model": "\n\x1b[31m"}).encode()),  # quoted escaped, on one line
     (COMPLETIONS, b'{"prompt": "\\udfff", "stream": true}'),
     (CHAT, json.dumps({"messages": USER, "max_tokens": 10**30}).encode()),
     (CHAT, json.dumps({"messages": USER, "max_tokens": 10**9}).encode()),

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from gguflm import __version__
 from gguflm.chat.session import encode_rendered
 from gguflm.chat.template import ChatTemplate
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, shown
 from gguflm.sampling import Sampler, SamplingParams
 from gguflm.server import protocol as p
 from gguflm.server.errors import APIError, error_response, invalid_request
@@ -76,7 +76,7 @@ class Server:
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.config.model_name:
-            raise APIError(400, f"unknown model '{name}': this server serves '{self.config.model_name}'", "model",
+            raise APIError(400, f"unknown model {shown(name)}: this server serves '{self.config.model_name}'", "model",
                            "model_not_found")
 
     def chat_prompt(self, req: p.ChatCompletionRequest) -> list[int]:
