@@ -26,10 +26,14 @@ def base_checkpoints(tmp_path):
     ]
 
 
-def test_checkpoint_mutants_convert_or_fail_cleanly(tmp_path):
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    return base_checkpoints(tmp_path_factory.mktemp("bases"))
+
+
+def test_checkpoint_mutants_convert_or_fail_cleanly(bases, tmp_path):
     print(f"converter fuzz seed {SEED} (GGUFLM_FUZZ_SEED={SEED} replays it)")
     rng = random.Random(SEED)
-    bases = base_checkpoints(tmp_path / "bases")
     work, out = tmp_path / "mutant", tmp_path / "out" / "m.gguf"
     out.parent.mkdir()
     started, outcomes = time.monotonic(), {}
@@ -45,7 +49,7 @@ def test_checkpoint_mutants_convert_or_fail_cleanly(tmp_path):
 
 
 @pytest.mark.parametrize("outtype", OUTTYPES)
-def test_the_bases_convert_cleanly(tmp_path, outtype):
-    for base in base_checkpoints(tmp_path / "bases"):
+def test_the_bases_convert_cleanly(bases, tmp_path, outtype):
+    for base in bases:
         out = tmp_path / f"{base.name}.gguf"
         assert probe_checkpoint(base, out, outtype).stage == "ok"
