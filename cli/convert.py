@@ -27,6 +27,7 @@ def convert(
     verify: bool = typer.Option(False, "--verify", help="Run the result with gguflm and transformers (float32, CPU) and compare logits and greedy tokens."),
     pre: str = typer.Option(None, "--pre", help="Force tokenizer.ggml.pre (BPE pre-tokenizer name)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pytorch_model.bin (a pickle: only from a source you trust); safetensors needs no flag."),
 ) -> None:
     """Convert a Llama / Mistral / Qwen2 / Qwen3 checkpoint to GGUF (streaming, one tensor at a time)."""
     from gguflm.convert import convert_checkpoint, default_output, make_plan
@@ -34,7 +35,7 @@ def convert(
     from gguflm.info import human_bytes
 
     logging.getLogger("gguf").setLevel(logging.ERROR)  # gguf-py narrates every step at INFO/WARNING
-    plan = make_plan(hf_dir, outtype.value, vocab_only=vocab_only)
+    plan = make_plan(hf_dir, outtype.value, vocab_only=vocab_only, allow_pickle=allow_pickle)
     target = out or default_output(hf_dir, plan.outtype, vocab_only)
     exists = target.is_file() and not force
     if dry_run:
@@ -44,7 +45,8 @@ def convert(
         return
     if exists:
         raise GGUFLMError(f"{target} already exists (use --force to overwrite it, or -o for another name)")
-    path = convert_checkpoint(hf_dir, target, plan.outtype, vocab_only=vocab_only, progress=not vocab_only, pre=pre)
+    path = convert_checkpoint(hf_dir, target, plan.outtype, vocab_only=vocab_only, progress=not vocab_only, pre=pre,
+                              allow_pickle=allow_pickle)
     kind = "vocabulary only" if vocab_only else plan.outtype
     typer.echo(f"wrote {path} ({human_bytes(path.stat().st_size)}, {kind})")
     if verify and not vocab_only:

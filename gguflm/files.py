@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,30 @@ from gguflm.errors import GGUFLMError
 def temp_path(path: Path) -> Path:
     """The hidden name a file is written under before it is complete: `.NAME.PID.part` beside it."""
     return path.with_name(f".{path.name}.{os.getpid()}.part")
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes to `path` whose process is gone (killed before it
+    could clean up); a part of a write still running is left alone. Returns what was removed."""
+    removed = []
+    for part in Path(path).expanduser().parent.glob(f".{glob.escape(Path(path).name)}.*.part"):
+        pid = part.name[len(Path(path).name) + 2 : -len(".part")]
+        if pid.isdigit() and not _running(int(pid)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own earlier part: no write of ours is in progress on this path
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextmanager

@@ -39,7 +39,7 @@ def test_pytorch_bin_converts_like_safetensors(ckpt, tmp_path):
     shutil.copytree(ckpt, d)
     (d / "model.safetensors").unlink()
     torch.save(load_hf_model(ckpt).state_dict(), d / "pytorch_model.bin")
-    assert tensors_of(convert_checkpoint(d, tmp_path / "b.gguf", "f16")) == \
+    assert tensors_of(convert_checkpoint(d, tmp_path / "b.gguf", "f16", allow_pickle=True)) == \
         tensors_of(convert_checkpoint(ckpt, tmp_path / "s.gguf", "f16"))
 
 
@@ -49,7 +49,7 @@ def test_pytorch_bin_with_objects_is_refused(ckpt, tmp_path):
     (d / "model.safetensors").unlink()
     torch.save({"x": torch.zeros(2), "cfg": object.__new__(_NotATensor)}, d / "pytorch_model.bin")
     with pytest.raises(GGUFLMError, match="safely"):
-        convert_checkpoint(d, tmp_path / "e.gguf")
+        convert_checkpoint(d, tmp_path / "e.gguf", allow_pickle=True)
 
 
 class _NotATensor:

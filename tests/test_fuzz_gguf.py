@@ -50,3 +50,17 @@ def test_mutants_fail_cleanly_or_work(tmp_path):
         outcomes[outcome.stage] = outcomes.get(outcome.stage, 0) + 1
     assert outcomes.get("info", 0) + outcomes.get("run", 0) > 0  # the fuzzer does break files
     assert outcomes.get("ok", 0) > 0  # and some mutants are harmless (an hparam the model ignores)
+
+
+def test_an_unknown_tokenizer_model_is_named_escaped_on_one_line(tmp_path):
+    """Found by the long fuzz run (seed 20261202): the name was quoted raw, so a newline split the message."""
+    import gguf
+
+    from gguflm.errors import GGUFLMError
+    from gguflm.tokenizer import Tokenizer
+
+    tokenizer = spm_tokenizer(300) | {gguf.Keys.Tokenizer.MODEL: ("\n\x1b[31m", gguf.GGUFValueType.STRING)}
+    path = write_synthetic_gguf(tmp_path / "m.gguf", SyntheticSpec(n_vocab=300, n_layers=1), tokenizer=tokenizer)
+    with pytest.raises(GGUFLMError, match="unsupported tokenizer model") as e:
+        Tokenizer.from_file(path)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)

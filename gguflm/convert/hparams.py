@@ -10,6 +10,7 @@ import torch
 
 from gguflm import arch as archs
 from gguflm.arch import Architecture
+from gguflm.convert import validate
 from gguflm.errors import GGUFLMError
 
 
@@ -20,22 +21,20 @@ _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attenti
 def architecture_for(config: dict) -> Architecture:
     """The record for the checkpoint's `architectures[0]`, or a GGUFLMError listing what is supported."""
     names = config.get("architectures") or []
-    name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
-    record = archs.for_hf_class(name)
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise GGUFLMError("config.json's 'architectures' must be a list of class names (strings).")
+    supported = ", ".join(archs.hf_classes())
+    if not names:
+        raise GGUFLMError(f"config.json names no model class in 'architectures'; supported: {supported}.")
+    record = archs.for_hf_class(names[0])
     if record is None:
-        supported = ", ".join(archs.hf_classes())
-        raise GGUFLMError(f"architecture {name or config.get('model_type')!r} is not supported; supported: {supported}.")
+        raise GGUFLMError(f"architecture {names[0]!r} is not supported; supported: {supported}.")
     return record
 
 
-_REQUIRED = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
-
-
 def check_config(config: dict) -> None:
-    """A GGUFLMError naming the first hyper-parameter config.json lacks (or has non-integer)."""
-    for key in _REQUIRED:
-        if not isinstance(config.get(key), int) or config[key] <= 0:
-            raise GGUFLMError(f"config.json lacks a positive integer {key!r}, which the converter needs.")
+    """A GGUFLMError naming the first hyper-parameter config.json lacks or has of the wrong type or range."""
+    validate.check_config(config)
 
 
 def rope_params(config: dict) -> dict:

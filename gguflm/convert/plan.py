@@ -13,6 +13,7 @@ from gguf import LlamaFileType as FT
 from gguflm import arch as archs
 from gguflm.arch import Architecture, T, tensor_name
 from gguflm.convert import hparams as H
+from gguflm.convert import validate
 from gguflm.convert.checkpoint import TensorSource, list_tensors, read_config
 from gguflm.errors import GGUFLMError
 from gguflm.quantize.mixes import MIXES, ModelFacts, rule_layers
@@ -94,13 +95,15 @@ def tensor_type(name: str, shape: tuple[int, ...], default: Q) -> Q:
     return default
 
 
-def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False) -> ConversionPlan:
+def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False,
+              allow_pickle: bool = False) -> ConversionPlan:
     """Read config and tensor headers of `hf_dir` and decide every output tensor."""
     hf_dir = Path(hf_dir)
     config = read_config(hf_dir)
     arch = H.architecture_for(config)
     H.check_config(config)
-    sources = [] if vocab_only else list_tensors(hf_dir)
+    sources = [] if vocab_only else list_tensors(hf_dir, allow_pickle=allow_pickle)
+    validate.check_sources(config, sources)
     outtype = resolve_outtype(outtype, sources)
     file_type, default = OUTTYPES[outtype]
     if vocab_only:
@@ -120,7 +123,9 @@ def make_plan(hf_dir: Path, outtype: str = "f32", *, vocab_only: bool = False) -
     if outtype in MIX_OUTTYPES:
         planned = _mixed_types(planned, config, arch, outtype)
     planned.sort(key=_order)
-    return ConversionPlan(hf_dir, config, arch, outtype, file_type, tuple(planned))
+    plan = ConversionPlan(hf_dir, config, arch, outtype, file_type, tuple(planned))
+    validate.check_plan(plan)
+    return plan
 
 
 def _mixed_types(planned: list[PlannedTensor], config: dict, arch: Architecture, outtype: str) -> list[PlannedTensor]:

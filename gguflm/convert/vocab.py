@@ -9,7 +9,8 @@ from pathlib import Path
 import gguf
 from gguf import TokenType as T
 
-from gguflm.convert.checkpoint import read_json
+from gguflm.convert import validate
+from gguflm.convert.checkpoint import first_line, read_json
 from gguflm.errors import GGUFLMError
 from gguflm.tokenizer.pretokenize import LLAMA3, QWEN2, TEKKEN
 
@@ -53,15 +54,34 @@ def write_vocab(w: gguf.GGUFWriter, hf_dir: Path, config: dict, *, add_prefix_ke
         bpe = True
     else:
         raise GGUFLMError(f"{hf_dir} has no tokenizer.model or tokenizer.json to export.")
-    if add_prefix_key and (hf_dir / "tokenizer_config.json").is_file():
-        add_prefix = read_json(hf_dir / "tokenizer_config.json").get("add_prefix_space")
-        if add_prefix is not None:
-            w.add_add_space_prefix(add_prefix)
-    special = gguf.SpecialVocab(hf_dir, load_merges=bpe, n_vocab=len(tokens))
+    tc = _tokenizer_config(hf_dir)
+    validate.check_special_tokens_known(tc, tokens)
+    if add_prefix_key and tc.get("add_prefix_space") is not None:
+        w.add_add_space_prefix(tc["add_prefix_space"])
+    special = _special_vocab(hf_dir, bpe, len(tokens))
     if "eos" not in special.special_token_ids and (hf_dir / "generation_config.json").is_file():
         eos = read_json(hf_dir / "generation_config.json").get("eos_token_id")
+        validate.check_token_ids(eos, "generation_config.json's 'eos_token_id'", len(tokens))
         special._set_special_token("eos", eos[0] if isinstance(eos, list) and eos else eos)
     special.add_to_gguf(w, quiet=True)
+
+
+def _tokenizer_config(hf_dir: Path) -> dict:
+    """tokenizer_config.json (checked), or {} when there is none."""
+    if not (hf_dir / "tokenizer_config.json").is_file():
+        return {}
+    tc = read_json(hf_dir / "tokenizer_config.json")
+    validate.check_tokenizer_config(tc)
+    return tc
+
+
+def _special_vocab(hf_dir: Path, bpe: bool, n_vocab: int) -> gguf.SpecialVocab:
+    """gguf-py's reader of merges, special ids and the chat template; the files it reads were checked,
+    and what it still refuses (its own format rules) becomes one clear error."""
+    try:
+        return gguf.SpecialVocab(hf_dir, load_merges=bpe, n_vocab=n_vocab)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OSError) as e:
+        raise GGUFLMError(f"cannot read the special tokens of {hf_dir}: {first_line(e)}") from None
 
 
 def looks_special(text: str) -> bool:
@@ -78,8 +98,8 @@ def _spm_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[bytes], list[
     sp = SentencePieceProcessor()
     try:
         sp.LoadFromFile(str(hf_dir / "tokenizer.model"))
-    except (OSError, RuntimeError) as e:
-        raise GGUFLMError(f"cannot read {hf_dir / 'tokenizer.model'}: {e}") from None
+    except (OSError, RuntimeError, ValueError) as e:  # ValueError: a string field that is not UTF-8
+        raise GGUFLMError(f"cannot read {hf_dir / 'tokenizer.model'}: {first_line(e)}") from None
     n = vocab_size or sp.vocab_size()
     tokens = [f"[PAD{i}]".encode() for i in range(n)]
     scores, types = [-10000.0] * n, [T.UNUSED] * n
@@ -114,24 +134,31 @@ def _added_tokens(hf_dir: Path) -> list[tuple[int, str, bool]]:
     """(id, text, special) from added_tokens.json and tokenizer_config.json's added_tokens_decoder."""
     out = []
     if (hf_dir / "added_tokens.json").is_file():
-        out += [(int(i), text, False) for text, i in read_json(hf_dir / "added_tokens.json").items()]
-    if (hf_dir / "tokenizer_config.json").is_file():
-        decoder = read_json(hf_dir / "tokenizer_config.json").get("added_tokens_decoder", {})
-        out += [(int(i), d["content"], bool(d.get("special"))) for i, d in decoder.items()]
+        added = read_json(hf_dir / "added_tokens.json")
+        validate.check_added_tokens_json(added)
+        out += [(i, text, False) for text, i in added.items()]
+    decoder = _tokenizer_config(hf_dir).get("added_tokens_decoder", {})
+    out += [(int(i), d["content"], bool(d.get("special"))) for i, d in decoder.items()]
     return out
 
 
 def _tokenizer_json_added(hf_dir: Path) -> list[tuple[int, str, bool]]:
     if not (hf_dir / "tokenizer.json").is_file():
         return []
+    spec = _tokenizer_json(hf_dir)
+    return [(a["id"], a["content"], bool(a.get("special"))) for a in spec.get("added_tokens", [])]
+
+
+def _tokenizer_json(hf_dir: Path) -> dict:
     spec = read_json(hf_dir / "tokenizer.json")
-    return [(int(a["id"]), a["content"], bool(a.get("special"))) for a in spec.get("added_tokens", [])]
+    validate.check_tokenizer_json(spec)
+    return spec
 
 
 # ---- byte-level BPE ----
 
 def _bpe_vocab(hf_dir: Path, vocab_size: int | None) -> tuple[list[str], list[int], dict]:
-    spec = read_json(hf_dir / "tokenizer.json")
+    spec = _tokenizer_json(hf_dir)
     model = spec.get("model") or {}
     if model.get("type") != "BPE" or not _is_byte_level(spec):
         raise GGUFLMError("tokenizer.json is not a byte-level BPE tokenizer (and there is no tokenizer.model).")

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from gguflm import __version__
 from gguflm.chat.session import encode_rendered
 from gguflm.chat.template import ChatTemplate
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, shown
 from gguflm.sampling import Sampler, SamplingParams
 from gguflm.server import protocol as p
 from gguflm.server.errors import APIError, error_response, invalid_request
@@ -76,7 +76,7 @@ class Server:
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.config.model_name:
-            raise APIError(400, f"unknown model '{name}': this server serves '{self.config.model_name}'", "model",
+            raise APIError(400, f"unknown model {shown(name)}: this server serves '{self.config.model_name}'", "model",
                            "model_not_found")
 
     def chat_prompt(self, req: p.ChatCompletionRequest) -> list[int]:
@@ -93,7 +93,10 @@ class Server:
     def completion_prompt(self, req: p.CompletionRequest) -> list[int]:
         prompt = req.prompt[0] if isinstance(req.prompt, list) and isinstance(req.prompt[0], str) else req.prompt
         if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
+            try:
+                return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
+            except GGUFLMError as e:  # text the tokenizer cannot take (a lone surrogate from a JSON escape)
+                raise APIError(400, str(e), "prompt", "invalid_value") from None
         bad = next((t for t in prompt if not 0 <= t < self.tokenizer.vocab_size), None)
         if bad is not None:
             raise APIError(400, f"token id {bad} is out of range (vocabulary of {self.tokenizer.vocab_size})",
@@ -159,7 +162,10 @@ async def read_json(request: Request) -> dict:
         raise _too_large()
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise APIError(400, "the request body is not valid JSON: it is nested too deeply", None,
+                       "invalid_json") from None
+    except ValueError as e:  # bad syntax or encoding, or an integer of more digits than Python converts
         raise APIError(400, f"the request body is not valid JSON: {e}", None, "invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", None, "invalid_json")

@@ -7,7 +7,7 @@ from typing import Any
 
 import gguf
 
-from gguflm.errors import GGUFLMError
+from gguflm.errors import GGUFLMError, shown
 
 K = gguf.Keys.Tokenizer
 
@@ -137,7 +137,7 @@ def load_vocab(md: dict[str, Any], pre_defaults: tuple[bool, bool], force_bos: b
     if model is None or model in ("none", "no_vocab"):
         raise GGUFLMError(f"the file has no tokenizer ('{K.MODEL}' is missing or none)")
     if model not in MODELS:
-        raise GGUFLMError(f"unsupported tokenizer model '{model}' (supported: {', '.join(MODELS)})")
+        raise GGUFLMError(f"unsupported tokenizer model {shown(model)} (supported: {', '.join(MODELS)})")
     texts = md.get(K.LIST)
     if not texts:
         raise GGUFLMError(f"metadata key '{K.LIST}' (the token list) is missing or empty")
