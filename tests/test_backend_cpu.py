@@ -126,6 +126,24 @@ def test_batched_decode_rows_equal_lone_decode(pair):
         assert torch.equal(batch[i], fast.backend.decode(last[i], cache))
 
 
+def test_mixed_format_fused_weights_run_piece_by_piece(tmp_path):
+    """A Q4_K_M file with 64-wide rows: Q/K fall back to Q5_0, the more-bits layers' V to Q8_0, so the fused
+    QKV of the last layer is a StackedWeight of two formats that both have CPU kernels."""
+    spec = SyntheticSpec(qtype="Q4_K_M", n_vocab=320, dim=64, n_heads=2, n_kv_heads=1, ffn_dim=96, n_layers=3, seed=4)
+    path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
+    ref, fast = gguflm.load(path, device="cpu", backend="reference"), gguflm.load(path, device="cpu", threads=2)
+    qkv = fast.weights.layers[2].wqkv
+    assert isinstance(qkv, quants.StackedWeight) and [p.fmt.name for p in qkv.pieces] == ["Q5_0", "Q8_0"]
+    assert all(cpu.kernel_for(p) is not None for p in qkv.pieces)
+    for n in (3, 20):  # matvec and GEMM paths
+        ids = [(7 * i + 1) % 320 for i in range(n)]
+        want, got = ref.logits(ids), fast.logits(ids)
+        assert (got - want).abs().max() <= REL_LOGITS * want.abs().max()
+    assert fast.generate([1, 5, 9], 8, stop_ids=()) == ref.generate([1, 5, 9], 8, stop_ids=())
+    x = torch.randn(3, 64)
+    assert torch.equal(cpu.linear_rows(x, qkv)[1], cpu.linear_rows(x[1:2], qkv)[0])
+
+
 # ---------------------------------------------------------------------------- threads
 
 

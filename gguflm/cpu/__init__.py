@@ -20,7 +20,7 @@ import torch
 from gguflm import ops
 from gguflm.cpu import dense, nibbles, q8_0
 from gguflm.cpu.jit import start_threads
-from gguflm.quants import PackedWeight
+from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.registry import Registry
 
 # Rows of x from which a product goes through the GEMM path (expand a chunk of weight rows to fp32,
@@ -73,9 +73,12 @@ def threads(n: int) -> Iterator[None]:
         yield
 
 
-def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None, n_threads: int = 1) -> torch.Tensor:
+def linear(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None, n_threads: int = 1) -> torch.Tensor:
     """x (T, K) @ W^T (+ bias) -> (T, N) fp32: the matvec for a few rows, the GEMM path for more
-    (for a weight held as fp32, torch's GEMM on it as it lies)."""
+    (for a weight held as fp32, torch's GEMM on it as it lies); a stacked weight piece by piece."""
+    if isinstance(w, StackedWeight):
+        out = torch.cat([linear(x, piece, None, n_threads) for piece in w.pieces], dim=-1)
+        return out if bias is None else out + bias
     kern = kernel_for(w)
     if kern is None or (x.shape[0] >= GEMM_ROWS and w.parts[0].dtype == torch.float32):
         return ops.linear(x, w, bias)
@@ -85,10 +88,13 @@ def linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None, n
     return out if bias is None else out + bias
 
 
-def linear_rows(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None,
+def linear_rows(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None,
                 n_threads: int = 1) -> torch.Tensor:
     """`linear` with every row of x (B, K) computed as it is alone (the matvec at any B): bit for bit
     what `linear` gives that row as a one-row product."""
+    if isinstance(w, StackedWeight):
+        out = torch.cat([linear_rows(x, piece, None, n_threads) for piece in w.pieces], dim=-1)
+        return out if bias is None else out + bias
     kern = kernel_for(w)
     if kern is None:
         return ops.linear_rows(x, w, bias)
