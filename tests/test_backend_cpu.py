@@ -70,6 +70,15 @@ def test_rows_are_computed_as_if_alone(qtype):
         assert torch.equal(together[b], cpu.linear(x[b : b + 1], w, n_threads=1)[0])
 
 
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_1", "F16"])
+def test_small_matrices_on_one_thread_and_large_on_many_give_the_same_rows(qtype, monkeypatch):
+    w = packed(qtype, 37, 96)
+    x = torch.randn(3, 96, generator=torch.Generator().manual_seed(2))
+    alone = cpu.linear(x, w, n_threads=2)  # 37 x 96 is under PARALLEL_BYTES: one thread
+    monkeypatch.setattr(cpu, "PARALLEL_BYTES", 0)
+    assert torch.equal(cpu.linear(x, w, n_threads=2), alone)
+
+
 def test_gemm_path_matches_the_reference_expansion():
     """The GEMM path expands rows exactly as the format's dequantizer does, then multiplies with torch."""
     for qtype in ("Q8_0", "Q4_0", "F16"):
@@ -124,6 +133,37 @@ def test_batched_decode_rows_equal_lone_decode(pair):
         cache = fast.backend.new_cache(32)
         fast.backend.prefill(p, cache)
         assert torch.equal(batch[i], fast.backend.decode(last[i], cache))
+
+
+@pytest.mark.parametrize("n,k", [(5, 256), (37, 512)])
+@pytest.mark.parametrize("rows", [1, 3, 9])  # 9 >= GEMM_ROWS: the GEMM path
+def test_q4_k_product_equals_the_dequantized_one(n, k, rows):
+    from gguflm.synthetic import kblocks
+
+    raw = kblocks.random_blocks(np.random.default_rng(n + rows), n, k, QT.Q4_K)
+    w = quants.pack(torch.from_numpy(np.ascontiguousarray(raw)), QT.Q4_K)
+    assert cpu.kernel_for(w) is not None
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
+    want = (x.double() @ w.dequantize().double().T).float()
+    assert (cpu.linear(x, w, n_threads=2) - want).abs().max() <= REL_PRODUCT * want.abs().max()
+    together = cpu.linear_rows(x, w, n_threads=2)
+    assert all(torch.equal(together[b], cpu.linear(x[b : b + 1], w)[0]) for b in range(rows))
+    expanded = torch.empty(n, k)
+    cpu.q4_k.expand(w.parts, expanded)
+    assert torch.equal(expanded, w.dequantize())  # the GEMM path's rows are the dequantizer's, bit for bit
+
+
+def test_q4_k_m_model_equals_the_reference(tmp_path):
+    """256-wide rows: Q4_K matrices on the kernel, Q6_K ones (output, more-bits layers) on the reference path."""
+    spec = SyntheticSpec(qtype="Q4_K_M", n_vocab=320, dim=256, n_heads=4, n_kv_heads=2, ffn_dim=512, n_layers=3, seed=5)
+    path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
+    ref, fast = gguflm.load(path, device="cpu", backend="reference"), gguflm.load(path, device="cpu", threads=2)
+    assert fast.weights.layers[1].w_down.fmt.name == "Q4_K" and cpu.kernel_for(fast.weights.layers[1].w_down)
+    for n in (3, 20):
+        ids = [(7 * i + 1) % 320 for i in range(n)]
+        want, got = ref.logits(ids), fast.logits(ids)
+        assert (got - want).abs().max() <= REL_LOGITS * want.abs().max()
+    assert fast.generate([1, 5, 9], 8, stop_ids=()) == ref.generate([1, 5, 9], 8, stop_ids=())
 
 
 def test_mixed_format_fused_weights_run_piece_by_piece(tmp_path):

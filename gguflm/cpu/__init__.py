@@ -18,7 +18,7 @@ import numba
 import torch
 
 from gguflm import ops
-from gguflm.cpu import dense, nibbles, q8_0
+from gguflm.cpu import dense, nibbles, q4_k, q8_0
 from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.registry import Registry
@@ -26,6 +26,10 @@ from gguflm.registry import Registry
 # Rows of x from which a product goes through the GEMM path (expand a chunk of weight rows to fp32,
 # multiply with torch) rather than the matvec (which recomputes every weight for each row of x).
 GEMM_ROWS = 8
+# A matvec over fewer weight bytes than this runs on one thread whatever the thread count: waking the
+# pool costs more than the other cores save (a row's sum is the same on any thread count). Measured on the
+# 2-core box, SmolLM2 Q8_0 decode at 2 threads (scripts/bench_cpu.py): 56-68 tok/s with 4 MiB, 36-42 with 0.
+PARALLEL_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     register(CpuKernel(_name, *nibbles.family(_has_min, _fifth)))
+register(CpuKernel("q4_k", q4_k.matvec, q4_k.expand, block=256))
 
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:
@@ -83,8 +88,9 @@ def linear(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor 
     if kern is None or (x.shape[0] >= GEMM_ROWS and w.parts[0].dtype == torch.float32):
         return ops.linear(x, w, bias)
     x = x.float().contiguous()
-    with threads(n_threads):
-        out = _gemm(x, w, kern) if x.shape[0] >= GEMM_ROWS else _matvec(x, w, kern)
+    gemm = x.shape[0] >= GEMM_ROWS
+    with threads(n_threads if gemm or w.nbytes >= PARALLEL_BYTES else 1):
+        out = _gemm(x, w, kern) if gemm else _matvec(x, w, kern)
     return out if bias is None else out + bias
 
 
