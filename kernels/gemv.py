@@ -194,6 +194,8 @@ class GemvCall:
 class GemvFamily:
     launch: Callable[[GemvCall, PackedWeight], None]  # checks the weight's buffers, launches on call.grid
     stream_bytes: Callable[[PackedWeight], float]  # bytes per weight of the stream the tiles are sized on
+    # the family's own tiles, (n_out, k, weight, n_mats, device) -> GemvConfig; None: gemv_settings on stream_bytes
+    settings: Callable[[int, int, PackedWeight, int, torch.device], GemvConfig] | None = None
 
 
 FAMILIES: dict[str, GemvFamily] = {}
@@ -207,9 +209,7 @@ def register_family(kernels: tuple[str, ...], family: GemvFamily) -> None:
 
 def supports(fmt: QuantFormat) -> bool:
     """Whether the GEMV has a kernel for this format's device layout."""
-    from .gemv_kquants import FORMATS  # the superblock formats' kernels (that module imports this one)
-
-    return fmt.kernel in FAMILIES or fmt.kernel in FORMATS
+    return fmt.kernel in FAMILIES
 
 
 def check_x(x: torch.Tensor, k: int, *buffers: torch.Tensor) -> None:
@@ -250,12 +250,10 @@ register_family(("dense", "q8_0"), GemvFamily(_launch_q8_dense, lambda w: w.part
 
 
 def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
-    from . import gemv_kquants, stacked  # the superblock formats, mixed-format weights (they import this module)
+    from . import stacked  # mixed-format weights (it imports this module)
 
     if isinstance(weight, stacked.StackedWeight):
         return stacked.launch(x, weight, n_out, glu, bias, residual, out, config)
-    if weight.fmt.kernel in gemv_kquants.FORMATS:
-        return gemv_kquants.launch(x, weight, n_out, glu, bias, residual, out, config)
     if not supports(weight.fmt):
         raise ValueError(f"the Triton GEMV has no kernel for {weight.fmt.name} weights")
     if x.dim() in (1, 2) and x.shape[-1] != weight.k:
@@ -274,8 +272,11 @@ def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
         raise ValueError(f"residual must be {out_shape} with unit last stride, got {tuple(residual.shape)}")
     out2 = out if out.dim() == 2 else out.unsqueeze(0)
     res2 = None if residual is None else (residual if residual.dim() == 2 else residual.unsqueeze(0))
-    if config is None:
-        config = gemv_settings(n_out, k, FAMILIES[weight.fmt.kernel].stream_bytes(weight), 2 if glu else 1, x.device)
+    family = FAMILIES[weight.fmt.kernel]
+    if config is None and family.settings is not None:
+        config = family.settings(n_out, k, weight, 2 if glu else 1, x.device)
+    elif config is None:
+        config = gemv_settings(n_out, k, family.stream_bytes(weight), 2 if glu else 1, x.device)
     split = config.split_k > 1
     part = torch.empty((config.split_k, m, n_out * (2 if glu else 1)), device=x.device,
                        dtype=torch.float32) if split else out2
@@ -285,7 +286,7 @@ def _launch(x, weight: PackedWeight, n_out, glu, bias, residual, out, config):
         has_res=res2 is not None, config=config,
         k_per_split=triton.cdiv(triton.cdiv(k, config.block_k), config.split_k) * config.block_k,
         even_k=k % config.block_k == 0 and (k // config.block_k) % config.split_k == 0)
-    FAMILIES[weight.fmt.kernel].launch(call, weight)
+    family.launch(call, weight)
     if split:
         block = reduce_block(n_out)
         _reduce_kernel[(m, triton.cdiv(n_out, block))](

@@ -23,8 +23,8 @@ import triton.language as tl
 from gguflm.quants import PackedWeight
 from gguflm.quants import kquants
 
-from .gemv import _epilogue, _reduce_kernel
-from .settings import GemvConfig, kquant_gemv_settings, reduce_block
+from .gemv import GemvCall, GemvFamily, _epilogue, _reduce_kernel, register_family
+from .settings import kquant_gemv_settings
 
 # kernel name of a format -> the FMT constexpr the kernels branch on
 FORMATS = {"q2_k": 0, "q3_k": 1, "q4_k": 2, "q5_k": 3, "q6_k": 4, "iq4_xs": 5}
@@ -245,54 +245,28 @@ def iq4_table(device: torch.device) -> torch.Tensor:
     return kquants.IQ4_XS.values(device)
 
 
-def launch(x: torch.Tensor, weight: PackedWeight, n_out: int, glu: bool, bias: torch.Tensor | None,
-           residual: torch.Tensor | None, out: torch.Tensor | None, config: GemvConfig | None) -> torch.Tensor:
-    """gemv / gemv_silu_mul (kernels/gemv.py) for a superblock format: same arguments, same results."""
-    kernel = weight.fmt.kernel
+def _launch(call: GemvCall, weight: PackedWeight) -> None:
+    """The superblock family's launcher (kernels/gemv.py checks x, out, bias and residual, sizes the
+    tiles with kquant_gemv_settings and reduces split-K)."""
+    kernel, config, x2 = weight.fmt.kernel, call.config, call.x
     n, k = weight.shape
-    if x.dim() not in (1, 2) or x.stride(-1) != 1 or x.shape[-1] != k:
-        raise ValueError(f"x must be (K,) or (M, K) with K = {k} and unit stride on K, got {tuple(x.shape)}")
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or x.device != weight.device:
-        raise ValueError(f"x must be fp32/fp16/bf16 on the weight's device, got {x.dtype} on {x.device}")
     p = planes(weight)
     if any(t.dim() != 2 or t.shape[0] != n or t.stride(1) != 1 for t in p) or k % 256:
         raise ValueError(f"{weight.fmt.name} planes must be ({n}, ...) with unit stride and K % 256 == 0")
-    x2 = x if x.dim() == 2 else x.unsqueeze(0)  # (M, K)
-    m = x2.shape[0]
-    out_shape = (m, n_out) if x.dim() == 2 else (n_out,)
-    if out is None:
-        out = torch.empty(out_shape, device=x.device, dtype=torch.float32)
-    if tuple(out.shape) != out_shape or out.stride(-1) != 1:
-        raise ValueError(f"out must be {out_shape} with unit last stride, got {tuple(out.shape)}")
-    if bias is not None and (tuple(bias.shape) != (n_out,) or not bias.is_contiguous()):
-        raise ValueError(f"bias must be contiguous ({n_out},), got {tuple(bias.shape)}")
-    if residual is not None and (tuple(residual.shape) != out_shape or residual.stride(-1) != 1):
-        raise ValueError(f"residual must be {out_shape} with unit last stride, got {tuple(residual.shape)}")
-    if config is None:
-        config = kquant_gemv_settings(n_out, k, weight.fmt.type_size, 2 if glu else 1, x.device)
     sb, n_sb = config.block_k // 256, k // 256
     if config.block_k % 256 or n_sb % (sb * config.split_k):
         raise ValueError(f"block_k {config.block_k} x split_k {config.split_k} must tile K = {k} in superblocks")
-    out2 = out if out.dim() == 2 else out.unsqueeze(0)
-    res2 = None if residual is None else (residual if residual.dim() == 2 else residual.unsqueeze(0))
-    split = config.split_k > 1
-    part = torch.empty((config.split_k, m, n_out * (2 if glu else 1)), device=x.device,
-                       dtype=torch.float32) if split else out2
-    tab = iq4_table(x.device) if kernel == "iq4_xs" else out2
-    bias_arg = out2 if bias is None else bias
-    res_arg = out2 if res2 is None else res2
-    stride_rm = 0 if res2 is None else res2.stride(0)
+    tab = iq4_table(x2.device) if kernel == "iq4_xs" else call.out
     r, l = geometry(kernel, sb)
-    grid = (m, triton.cdiv(n_out, config.block_n), config.split_k)
-    _kq_gemv_kernel[grid](
-        x2, *p, tab, bias_arg, res_arg, out2, part,
-        m, n_out, x2.stride(0), *(t.stride(0) for t in p), stride_rm, out2.stride(0), n_sb // config.split_k,
+    _kq_gemv_kernel[call.grid](
+        x2, *p, tab, call.bias, call.res, call.out, call.part,
+        x2.shape[0], call.n_out, x2.stride(0), *(t.stride(0) for t in p), call.stride_rm, call.out.stride(0),
+        n_sb // config.split_k,
         FMT=FORMATS[kernel], BLOCK_N=config.block_n, SB=sb, R=r, L=l, HAS_MIN=weight.fmt.has_min,
-        GLU=glu, SPLIT=split, HAS_BIAS=bias is not None, HAS_RES=res2 is not None, num_warps=config.num_warps)
-    if split:
-        block = reduce_block(n_out)
-        _reduce_kernel[(m, triton.cdiv(n_out, block))](
-            part, bias_arg, res_arg, out2, m, n_out, stride_rm, out2.stride(0),
-            SPLIT_K=config.split_k, BLOCK=block, GLU=glu, HAS_BIAS=bias is not None,
-            HAS_RES=res2 is not None, num_warps=4)
-    return out
+        GLU=call.glu, SPLIT=config.split_k > 1, HAS_BIAS=call.has_bias, HAS_RES=call.has_res,
+        num_warps=config.num_warps)
+
+
+register_family(tuple(FORMATS), GemvFamily(
+    _launch, lambda w: w.fmt.type_size / 256,
+    settings=lambda n_out, k, w, n_mats, device: kquant_gemv_settings(n_out, k, w.fmt.type_size, n_mats, device)))
