@@ -30,6 +30,21 @@ from .settings import dot_dtype, gemm_config
 
 
 @triton.jit
+def _grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """This program's (row tile, column tile) in grouped order: GROUP_M row tiles run over each column
+    tile together, so its weight tile is read from DRAM once and from L2 by the others."""
+    pid = tl.program_id(0)
+    n_m = tl.cdiv(M, BLOCK_M)
+    n_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * n_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_m
+    pid_n = (pid % per_group) // group_m
+    return pid_m, pid_n
+
+
+@triton.jit
 def _q8_gemm_kernel(x_ptr, qs_ptr, d_ptr, out_ptr, M, N, K,
                     s_xm, s_qn, s_dn, s_om,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -40,14 +55,7 @@ def _q8_gemm_kernel(x_ptr, qs_ptr, d_ptr, out_ptr, M, N, K,
     K % BLOCK_K == 0 (BLOCK_K is 32 or 64). The weight tile is loaded as (BLOCK_K/32, 32, BLOCK_N)
     int8 so one d per (32-block, n) scales it, then reshaped to (BLOCK_K, BLOCK_N) for tl.dot.
     """
-    pid = tl.program_id(0)
-    n_m = tl.cdiv(M, BLOCK_M)
-    n_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * n_n
-    first_m = (pid // per_group) * GROUP_M
-    group_m = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_m
-    pid_n = (pid % per_group) // group_m
+    pid_m, pid_n = _grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     NB: tl.constexpr = BLOCK_K // 32
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -84,14 +92,7 @@ def _nibble_gemm_kernel(x_ptr, q_ptr, d_ptr, m_ptr, h_ptr, out_ptr, M, N, K,
     load as (NB, 16, BLOCK_N), unpack to (lo, hi) = elements 32b + j and 32b + 16 + j, are scaled per
     (block, n) and meet x's columns 32b + j and 32b + 16 + j in two tl.dot.
     """
-    pid = tl.program_id(0)
-    n_m = tl.cdiv(M, BLOCK_M)
-    n_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * n_n
-    first_m = (pid // per_group) * GROUP_M
-    group_m = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_m
-    pid_n = (pid % per_group) // group_m
+    pid_m, pid_n = _grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     NB: tl.constexpr = BLOCK_K // 32
     HALF: tl.constexpr = BLOCK_K // 2
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
