@@ -1,7 +1,8 @@
 """The block quantizer of each ggml type gguflm writes: float32 rows in, file bytes out.
 
 `quantize_rows(rows, qtype)` maps (N, K) float32 to (N, row_bytes) uint8, each row independent,
-so a tensor can be encoded a chunk of rows at a time with the same bytes as in one piece.
+so a tensor can be encoded a chunk of rows at a time with the same bytes as in one piece. The
+k-quants are the compiled `jit_kquants` (their numpy twins in `kquants` are the tests' oracle).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import gguf
 import numpy as np
 
 from gguflm.errors import GGUFLMError
-from gguflm.quantize import iq4, kquants, legacy
+from gguflm.quantize import iq4, jit_kquants, legacy
 
 QT = gguf.GGMLQuantizationType
 # The searches make hundreds of passes over their input: chunks this size stay in the CPU's caches.
@@ -40,8 +41,8 @@ QUANTIZERS: dict[QT, Callable[[np.ndarray], np.ndarray]] = {
     QT.F32: _f32, QT.F16: _f16, QT.BF16: _bf16,
     QT.Q4_0: legacy.quantize_q4_0, QT.Q4_1: legacy.quantize_q4_1, QT.Q5_0: legacy.quantize_q5_0,
     QT.Q5_1: legacy.quantize_q5_1, QT.Q8_0: legacy.quantize_q8_0,
-    QT.Q2_K: kquants.quantize_q2_k, QT.Q3_K: kquants.quantize_q3_k, QT.Q4_K: kquants.quantize_q4_k,
-    QT.Q5_K: kquants.quantize_q5_k, QT.Q6_K: kquants.quantize_q6_k,
+    QT.Q2_K: jit_kquants.quantize_q2_k, QT.Q3_K: jit_kquants.quantize_q3_k, QT.Q4_K: jit_kquants.quantize_q4_k,
+    QT.Q5_K: jit_kquants.quantize_q5_k, QT.Q6_K: jit_kquants.quantize_q6_k,
     QT.IQ4_NL: iq4.quantize_iq4_nl, QT.IQ4_XS: iq4.quantize_iq4_xs,
 }
 
