@@ -163,7 +163,7 @@ def test_k_quant_product_equals_the_dequantized_one(qtype, n, k, rows):
 def test_expand_is_the_dequantizer_bit_for_bit(qtype):
     """The GEMM path's rows are the reference dequantizer's, bit for bit (ggml's order of roundings)."""
     w = kpacked(qtype, 37, 512, seed=7) if qtype in KQUANTS else packed(qtype, 37, 96, seed=7)
-    kern, planes = cpu.prepared(w)
+    kern, planes, _ = cpu.prepared(w)
     expanded = torch.empty(w.shape)
     kern.expand(planes, expanded)
     assert torch.equal(expanded, w.dequantize())
@@ -173,7 +173,7 @@ def test_planes_are_made_once_per_weight():
     w = packed("Q5_0", 37, 96)
     x = torch.randn(1, 96)
     first = cpu.linear(x, w)
-    kern, planes = cpu.prepared(w)
+    kern, planes, _ = cpu.prepared(w)
     assert cpu.prepared(w)[1] is planes and torch.equal(cpu.linear(x, w), first)
     assert "cpu" not in w.rows(slice(0, 5)).cache  # a row selection starts afresh
 

@@ -79,17 +79,33 @@ def threads(n: int) -> Iterator[None]:
     other wait (measured on a 2-core box: prefill 30 tok/s with torch on 2 threads, 146-216 on 1)."""
     with _LAUNCH:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        _SET.n = numba.get_num_threads()
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         yield
 
 
-def prepared(w: PackedWeight) -> tuple[CpuKernel, tuple] | None:
-    """`w`'s kernel and the planes it takes, found once and kept in `w.cache`; None: the reference path."""
+_SET = threading.local()  # .n: the numba thread count this thread last set here
+
+
+def _use_threads(n: int) -> None:
+    """numba on `n` threads, torch on one; numba's count set only where it differs from what this
+    thread last set (numba's get and set cost 10-20 us a call, at 140 calls a token)."""
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    if getattr(_SET, "n", None) != n:
+        numba.set_num_threads(n)
+        _SET.n = n
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def prepared(w: PackedWeight) -> tuple[CpuKernel, tuple, int] | None:
+    """`w`'s kernel, the planes it takes and its byte count, found once and kept in `w.cache`; None:
+    the reference path."""
     got = w.cache.get("cpu", False)
     if got is False:
         kern = kernel_for(w)
-        got = None if kern is None else (kern, kern.planes(w.parts) if kern.planes else w.parts)
+        got = None if kern is None else (kern, kern.planes(w.parts) if kern.planes else w.parts, w.nbytes)
         w.cache["cpu"] = got
     return got
 
@@ -121,15 +137,17 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
     at = 0
     for piece in w.pieces if isinstance(w, StackedWeight) else (w,):
-        cols = out[:, at : at + piece.shape[0]]  # (T, n) of this piece: contiguous where T == 1
-        at += piece.shape[0]
+        n = piece.parts[0].shape[0]
+        cols = out[:, at : at + n]  # (T, n) of this piece: contiguous where T == 1
+        at += n
         prep = prepared(piece)
         if prep is None or (gemm and piece.parts[0].dtype == torch.float32):
             cols.copy_(reference(x, piece))
             continue
-        kern, planes = prep
+        kern, planes, nbytes = prep
         part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
-        with threads(n_threads if gemm or piece.nbytes >= PARALLEL_BYTES else 1):
+        with _LAUNCH:
+            _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
             if gemm:
                 _gemm(x, piece, kern, planes, part)
             else:

@@ -103,3 +103,13 @@ def bits_f32(typingctx, word, shift, mask):
         return builder.uitofp(builder.and_(builder.lshr(w, s), m), ir.FloatType())
 
     return types.float32(word, shift, mask), codegen
+
+
+def serial(func):
+    """`func` compiled for one thread, with no FMA contraction or reassociation: every float
+    operation is rounded where the reference's torch ops round it (the fused decode-step ops)."""
+    options = dict(boundscheck=False, error_model="numpy")
+    try:
+        return numba.njit(cache=True, **options)(func)
+    except RuntimeError:  # no writable cache directory anywhere
+        return numba.njit(**options)(func)

@@ -24,10 +24,22 @@ def code(ql, qh, h, g, l):
             - float32(32.0))
 
 
+@njit(inline="always", boundscheck=False)
+def add_lanes(acc, lanes, ql, qh, x, a0, a1, a2, a3):
+    """acc[l] += a_g * ((q - 32) * x[g, l]) for l in `lanes` over the four 32-weight groups g of one half
+    superblock (ql (64,), qh (32,), x (4, 32)), written out so every shift is a constant."""
+    for l in lanes:
+        qa, qb, hb = ql[l], ql[32 + l], qh[l]
+        acc[l] += a0 * ((bits_f32(qa, 0, 15) + float32(16.0) * bits_f32(hb, 0, 3) - float32(32.0)) * x[0, l])
+        acc[l] += a1 * ((bits_f32(qb, 0, 15) + float32(16.0) * bits_f32(hb, 2, 3) - float32(32.0)) * x[1, l])
+        acc[l] += a2 * ((bits_f32(qa, 4, 15) + float32(16.0) * bits_f32(hb, 4, 3) - float32(32.0)) * x[2, l])
+        acc[l] += a3 * ((bits_f32(qb, 4, 15) + float32(16.0) * bits_f32(hb, 6, 3) - float32(32.0)) * x[3, l])
+
+
 @kernel
 def q6_k_matvec(ql, qh, scales, d, x, out):
     """ql (N, S, 2, 64) uint8, qh (N, S, 2, 32) uint8, scales (N, S, 16) int8, d (N, S) int16 (fp16 bits),
-    x (T, S, 8, 32) fp32 -> out (T, N) fp32."""
+    x (T, S, 2, 4, 32) fp32 -> out (T, N) fp32."""
     n, n_sb = ql.shape[0], ql.shape[1]
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         acc = np.empty(32, np.float32)
@@ -36,14 +48,13 @@ def q6_k_matvec(ql, qh, scales, d, x, out):
                 acc[:] = 0
                 for s in range(n_sb):
                     scale = f16_to_f32(d[r, s])
+                    sc = scales[r, s]
                     for h in range(2):
-                        for g in range(4):
-                            a0 = scale * float32(scales[r, s, 8 * h + 2 * g])
-                            a1 = scale * float32(scales[r, s, 8 * h + 2 * g + 1])
-                            for l in range(16):
-                                acc[l] += a0 * (code(ql[r, s], qh[r, s], h, g, l) * x[t, s, 4 * h + g, l])
-                            for l in range(16, 32):
-                                acc[l] += a1 * (code(ql[r, s], qh[r, s], h, g, l) * x[t, s, 4 * h + g, l])
+                        a = 8 * h
+                        add_lanes(acc, range(16), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a]),
+                                  scale * float32(sc[a + 2]), scale * float32(sc[a + 4]), scale * float32(sc[a + 6]))
+                        add_lanes(acc, range(16, 32), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a + 1]),
+                                  scale * float32(sc[a + 3]), scale * float32(sc[a + 5]), scale * float32(sc[a + 7]))
                 out[t, r] = lane_sum(acc)
 
 
@@ -70,7 +81,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], planes[0].shape[1], 8, 32), out.numpy())
+    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], planes[0].shape[1], 2, 4, 32), out.numpy())
 
 
 def expand(planes, out) -> None:
