@@ -135,30 +135,57 @@ def test_batched_decode_rows_equal_lone_decode(pair):
         assert torch.equal(batch[i], fast.backend.decode(last[i], cache))
 
 
-@pytest.mark.parametrize("n,k", [(5, 256), (37, 512)])
-@pytest.mark.parametrize("rows", [1, 3, 9])  # 9 >= GEMM_ROWS: the GEMM path
-def test_q4_k_product_equals_the_dequantized_one(n, k, rows):
+KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]
+
+
+def kpacked(qtype: str, n: int, k: int, seed: int = 0) -> quants.PackedWeight:
+    """Random valid superblocks of `qtype` (every bit pattern of quant bits and scales), packed."""
     from gguflm.synthetic import kblocks
 
-    raw = kblocks.random_blocks(np.random.default_rng(n + rows), n, k, QT.Q4_K)
-    w = quants.pack(torch.from_numpy(np.ascontiguousarray(raw)), QT.Q4_K)
+    raw = kblocks.random_blocks(np.random.default_rng(seed), n, k, QT[qtype])
+    return quants.pack(torch.from_numpy(np.ascontiguousarray(raw)), QT[qtype])
+
+
+@pytest.mark.parametrize("qtype", KQUANTS)
+@pytest.mark.parametrize("n,k", [(5, 256), (37, 512)])
+@pytest.mark.parametrize("rows", [1, 3, 9])  # 9 >= GEMM_ROWS: the GEMM path
+def test_k_quant_product_equals_the_dequantized_one(qtype, n, k, rows):
+    w = kpacked(qtype, n, k, seed=n + rows)
     assert cpu.kernel_for(w) is not None
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
     want = (x.double() @ w.dequantize().double().T).float()
     assert (cpu.linear(x, w, n_threads=2) - want).abs().max() <= REL_PRODUCT * want.abs().max()
     together = cpu.linear_rows(x, w, n_threads=2)
     assert all(torch.equal(together[b], cpu.linear(x[b : b + 1], w)[0]) for b in range(rows))
-    expanded = torch.empty(n, k)
-    cpu.q4_k.expand(w.parts, expanded)
-    assert torch.equal(expanded, w.dequantize())  # the GEMM path's rows are the dequantizer's, bit for bit
+
+
+@pytest.mark.parametrize("qtype", FORMATS[3:] + KQUANTS)
+def test_expand_is_the_dequantizer_bit_for_bit(qtype):
+    """The GEMM path's rows are the reference dequantizer's, bit for bit (ggml's order of roundings)."""
+    w = kpacked(qtype, 37, 512, seed=7) if qtype in KQUANTS else packed(qtype, 37, 96, seed=7)
+    kern, planes, _ = cpu.prepared(w)
+    expanded = torch.empty(w.shape)
+    kern.expand(planes, expanded)
+    assert torch.equal(expanded, w.dequantize())
+
+
+def test_planes_are_made_once_per_weight():
+    w = packed("Q5_0", 37, 96)
+    x = torch.randn(1, 96)
+    first = cpu.linear(x, w)
+    kern, planes, _ = cpu.prepared(w)
+    assert cpu.prepared(w)[1] is planes and torch.equal(cpu.linear(x, w), first)
+    assert "cpu" not in w.rows(slice(0, 5)).cache  # a row selection starts afresh
 
 
 def test_q4_k_m_model_equals_the_reference(tmp_path):
-    """256-wide rows: Q4_K matrices on the kernel, Q6_K ones (output, more-bits layers) on the reference path."""
+    """256-wide rows: Q4_K matrices and the Q6_K ones (output, more-bits layers) all on kernels."""
     spec = SyntheticSpec(qtype="Q4_K_M", n_vocab=320, dim=256, n_heads=4, n_kv_heads=2, ffn_dim=512, n_layers=3, seed=5)
     path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
     ref, fast = gguflm.load(path, device="cpu", backend="reference"), gguflm.load(path, device="cpu", threads=2)
-    assert fast.weights.layers[1].w_down.fmt.name == "Q4_K" and cpu.kernel_for(fast.weights.layers[1].w_down)
+    assert fast.weights.layers[1].w_down.fmt.name == "Q4_K" and fast.weights.output.fmt.name == "Q6_K"
+    matrices = [fast.weights.output] + [m for layer in fast.weights.layers for m in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down)]
+    assert all(cpu.kernel_for(p) is not None for m in matrices for p in quants_pieces(m))
     for n in (3, 20):
         ids = [(7 * i + 1) % 320 for i in range(n)]
         want, got = ref.logits(ids), fast.logits(ids)
@@ -182,6 +209,22 @@ def test_mixed_format_fused_weights_run_piece_by_piece(tmp_path):
     assert fast.generate([1, 5, 9], 8, stop_ids=()) == ref.generate([1, 5, 9], 8, stop_ids=())
     x = torch.randn(3, 64)
     assert torch.equal(cpu.linear_rows(x, qkv)[1], cpu.linear_rows(x[1:2], qkv)[0])
+
+
+def quants_pieces(w):
+    return w.pieces if isinstance(w, quants.StackedWeight) else (w,)
+
+
+def test_q5_k_model_equals_the_reference(tmp_path):
+    spec = SyntheticSpec(qtype="Q5_K_M", n_vocab=320, dim=256, n_heads=4, n_kv_heads=2, ffn_dim=512, n_layers=2, seed=6)
+    path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
+    ref, fast = gguflm.load(path, device="cpu", backend="reference"), gguflm.load(path, device="cpu", threads=2)
+    assert {p.fmt.name for layer in fast.weights.layers for p in quants_pieces(layer.w_gate_up)} == {"Q5_K"}
+    for n in (3, 20):
+        ids = [(7 * i + 1) % 320 for i in range(n)]
+        want, got = ref.logits(ids), fast.logits(ids)
+        assert (got - want).abs().max() <= REL_LOGITS * want.abs().max()
+    assert fast.generate([1, 5, 9], 8, stop_ids=()) == ref.generate([1, 5, 9], 8, stop_ids=())
 
 
 # ---------------------------------------------------------------------------- threads

@@ -18,7 +18,7 @@ import numba
 import torch
 
 from gguflm import ops
-from gguflm.cpu import dense, nibbles, q4_k, q8_0
+from gguflm.cpu import dense, nibbles, q4_k, q6_k, q8_0
 from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.registry import Registry
@@ -37,19 +37,25 @@ class CpuKernel:
     """The CPU kernels of one format family (`QuantFormat.kernel`)."""
 
     name: str
-    matvec: Callable[[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], None]  # (parts, x (T, K), out (T, N))
-    expand: Callable[[tuple[torch.Tensor, ...], torch.Tensor], None]  # (parts of R rows, out (R, K) fp32)
+    matvec: Callable[[tuple, torch.Tensor, torch.Tensor], None]  # (parts or planes, x (T, K), out (T, N))
+    expand: Callable[[tuple, torch.Tensor], None]  # (parts or planes of R rows, out (R, K) fp32)
     block: int = 32  # row lengths must be a multiple of this
+    # parts -> the arrays matvec and expand take instead (numpy views, rows along dim 0), made once per
+    # weight and kept in its `cache`: the per-call views cost more than a small matvec (None: the parts)
+    planes: Callable[[tuple[torch.Tensor, ...]], tuple] | None = None
 
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
-register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
+register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
-    register(CpuKernel(_name, *nibbles.family(_has_min, _fifth)))
-register(CpuKernel("q4_k", q4_k.matvec, q4_k.expand, block=256))
+    _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)
+    register(CpuKernel(_name, _matvec, _expand, planes=_planes))
+register(CpuKernel("q4_k", q4_k.q4_k, q4_k.expand, block=256, planes=q4_k.planes))
+register(CpuKernel("q5_k", q4_k.q5_k, q4_k.expand, block=256, planes=q4_k.planes))
+register(CpuKernel("q6_k", q6_k.matvec, q6_k.expand, block=256, planes=q6_k.planes))
 
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:
@@ -73,58 +79,92 @@ def threads(n: int) -> Iterator[None]:
     other wait (measured on a 2-core box: prefill 30 tok/s with torch on 2 threads, 146-216 on 1)."""
     with _LAUNCH:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        _SET.n = numba.get_num_threads()
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         yield
 
 
+_SET = threading.local()  # .n: the numba thread count this thread last set here
+
+
+def _use_threads(n: int) -> None:
+    """numba on `n` threads, torch on one; numba's count set only where it differs from what this
+    thread last set (numba's get and set cost 10-20 us a call, at 140 calls a token)."""
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    if getattr(_SET, "n", None) != n:
+        numba.set_num_threads(n)
+        _SET.n = n
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def prepared(w: PackedWeight) -> tuple[CpuKernel, tuple, int] | None:
+    """`w`'s kernel, the planes it takes and its byte count, found once and kept in `w.cache`; None:
+    the reference path."""
+    got = w.cache.get("cpu", False)
+    if got is False:
+        kern = kernel_for(w)
+        got = None if kern is None else (kern, kern.planes(w.parts) if kern.planes else w.parts, w.nbytes)
+        w.cache["cpu"] = got
+    return got
+
+
 def linear(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None, n_threads: int = 1) -> torch.Tensor:
     """x (T, K) @ W^T (+ bias) -> (T, N) fp32: the matvec for a few rows, the GEMM path for more
-    (for a weight held as fp32, torch's GEMM on it as it lies); a stacked weight piece by piece."""
-    if isinstance(w, StackedWeight):
-        out = torch.cat([linear(x, piece, None, n_threads) for piece in w.pieces], dim=-1)
-        return out if bias is None else out + bias
-    kern = kernel_for(w)
-    if kern is None or (x.shape[0] >= GEMM_ROWS and w.parts[0].dtype == torch.float32):
-        return ops.linear(x, w, bias)
-    x = x.float().contiguous()
+    (for a weight held as fp32, torch's GEMM on it as it lies); a stacked weight piece by piece, each
+    written into its columns of one output."""
     gemm = x.shape[0] >= GEMM_ROWS
-    with threads(n_threads if gemm or w.nbytes >= PARALLEL_BYTES else 1):
-        out = _gemm(x, w, kern) if gemm else _matvec(x, w, kern)
-    return out if bias is None else out + bias
+    if isinstance(w, PackedWeight) and (prepared(w) is None or (gemm and w.parts[0].dtype == torch.float32)):
+        return ops.linear(x, w, bias)
+    return _products(x, w, bias, n_threads, gemm, ops.linear)
 
 
 def linear_rows(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None,
                 n_threads: int = 1) -> torch.Tensor:
     """`linear` with every row of x (B, K) computed as it is alone (the matvec at any B): bit for bit
     what `linear` gives that row as a one-row product."""
-    if isinstance(w, StackedWeight):
-        out = torch.cat([linear_rows(x, piece, None, n_threads) for piece in w.pieces], dim=-1)
-        return out if bias is None else out + bias
-    kern = kernel_for(w)
-    if kern is None:
+    if isinstance(w, PackedWeight) and prepared(w) is None:
         return ops.linear_rows(x, w, bias)
-    with threads(n_threads):
-        out = _matvec(x.float().contiguous(), w, kern)
+    return _products(x, w, bias, n_threads, False, ops.linear_rows)
+
+
+def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None, n_threads: int,
+              gemm: bool, reference: Callable) -> torch.Tensor:
+    """The product of each piece of `w` into its columns of one output; a piece without a kernel by
+    `reference` (ops.linear, or ops.linear_rows for row-exact products)."""
+    x = x.float().contiguous()
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
+    at = 0
+    for piece in w.pieces if isinstance(w, StackedWeight) else (w,):
+        n = piece.parts[0].shape[0]
+        cols = out[:, at : at + n]  # (T, n) of this piece: contiguous where T == 1
+        at += n
+        prep = prepared(piece)
+        if prep is None or (gemm and piece.parts[0].dtype == torch.float32):
+            cols.copy_(reference(x, piece))
+            continue
+        kern, planes, nbytes = prep
+        part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
+        with _LAUNCH:
+            _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
+            if gemm:
+                _gemm(x, piece, kern, planes, part)
+            else:
+                kern.matvec(planes, x, part)
+        if part is not cols:
+            cols.copy_(part)
     return out if bias is None else out + bias
 
 
-def _matvec(x: torch.Tensor, w: PackedWeight, kern: CpuKernel) -> torch.Tensor:
-    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
-    kern.matvec(w.parts, x, out)
-    return out
-
-
-def _gemm(x: torch.Tensor, w: PackedWeight, kern: CpuKernel) -> torch.Tensor:
+def _gemm(x: torch.Tensor, w: PackedWeight, kern: CpuKernel, planes: tuple, out: torch.Tensor) -> None:
     """Weight rows expanded to fp32 a chunk at a time into one reused buffer (it stays in cache while
-    torch's GEMM reads it), never the whole matrix."""
+    torch's GEMM reads it), never the whole matrix; out (T, N)."""
     n, k = w.shape
     step = max(1, min(n, ops.EXPAND_BYTES // (4 * k)))
-    out = torch.empty((x.shape[0], n), dtype=torch.float32)
     buf = torch.empty((step, k), dtype=torch.float32)
     for a in range(0, n, step):
-        rows = w.rows(slice(a, a + step))
-        part = buf[: rows.shape[0]]
-        kern.expand(rows.parts, part)
+        rows = tuple(p[a : a + step] for p in planes) if kern.planes else w.rows(slice(a, a + step)).parts
+        part = buf[: min(step, n - a)]
+        kern.expand(rows, part)
         out[:, a : a + step] = x @ part.t()
-    return out

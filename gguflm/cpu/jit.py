@@ -1,4 +1,4 @@
-"""numba compilation for the CPU kernels: compiled once, cached on disk, and two bit-level casts.
+"""numba compilation for the CPU kernels: compiled once, cached on disk, and three bit-level casts.
 
 The cache goes next to the source (`__pycache__`) when that is writable, else to the user's cache
 directory (~/.cache/numba; NUMBA_CACHE_DIR overrides); with neither writable the kernels still
@@ -80,3 +80,36 @@ def bf16_to_f32(typingctx, bits):
         return builder.bitcast(wide, ir.FloatType())
 
     return types.float32(bits), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, word, shift, mask):
+    """float32((word >> shift) & mask) with every step on 32-bit integers (word zero-extended or
+    truncated to 32 bits). numba's own integer arithmetic widens to int64 (its literals are int64),
+    which LLVM leaves scalar; kept at 32 bits, the per-lane shifts of a packed plane vectorize
+    (vpsrlvd)."""
+    if not all(isinstance(a, types.Integer) for a in (word, shift, mask)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+
+        def to32(value, ty):
+            if ty.bitwidth < 32:
+                return builder.zext(value, i32)
+            return builder.trunc(value, i32) if ty.bitwidth > 32 else value
+
+        w, s, m = (to32(v, t) for v, t in zip(args, signature.args))
+        return builder.uitofp(builder.and_(builder.lshr(w, s), m), ir.FloatType())
+
+    return types.float32(word, shift, mask), codegen
+
+
+def serial(func):
+    """`func` compiled for one thread, with no FMA contraction or reassociation: every float
+    operation is rounded where the reference's torch ops round it (the fused decode-step ops)."""
+    options = dict(boundscheck=False, error_model="numpy")
+    try:
+        return numba.njit(cache=True, **options)(func)
+    except RuntimeError:  # no writable cache directory anywhere
+        return numba.njit(**options)(func)

@@ -41,14 +41,17 @@ def q8_0_expand(qs, d, out):
                 out[r, b, j] = scale * float32(qs[r, b, j])
 
 
-def matvec(parts, x, out) -> None:
+def planes(parts):
+    """(qs (N, nb, 32) int8, d (N, nb) int16) as numpy arrays."""
     qs, d = parts
     n, k = qs.shape
-    q8_0_matvec(qs.numpy().reshape(n, k // 32, 32), d.numpy().view(np.int16),
-                x.numpy().reshape(x.shape[0], k // 32, 32), out.numpy())
+    return qs.numpy().reshape(n, k // 32, 32), d.numpy().view(np.int16)
 
 
-def expand(parts, out) -> None:
-    qs, d = parts
-    n, k = qs.shape
-    q8_0_expand(qs.numpy().reshape(n, k // 32, 32), d.numpy().view(np.int16), out.numpy().reshape(n, k // 32, 32))
+def matvec(planes, x, out) -> None:
+    q8_0_matvec(*planes, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
+
+
+def expand(planes, out) -> None:
+    qs, d = planes
+    q8_0_expand(qs, d, out.numpy().reshape(qs.shape))

@@ -11,7 +11,7 @@ imports torch inside the methods that need it, and names its element type (`dtyp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import gguf
@@ -78,6 +78,8 @@ class PackedWeight:
     fmt: QuantFormat
     parts: tuple[torch.Tensor, ...]  # the device buffers, rows along dim 0
     k: int  # row length in weights
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # views of the parts a backend
+    # makes once per weight (the CPU kernels' numpy planes), not per call; a row selection starts empty
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -1,0 +1,89 @@
+"""Q6_K on the CPU, over quants.kquants' planes: ql uint8 (N, K/2), qh uint8 (N, K/4), scales int8
+(N, K/16), d fp16 (N, K/256). In a superblock, weight 128h + 32g + l (h < 2, g < 4, l < 32) is nibble
+g // 2 of ql[64h + 32 (g % 2) + l] with bits 2g, 2g + 1 of qh[32h + l] above it; its sub-block of 16
+is 8h + 2g + l // 16.
+
+w = (d * sc) * (q - 32): the matvec sums (d * sc) * ((q - 32) * x) in 32 lanes per row (lanes 0-15 and
+16-31 of a 32-weight group have their own sub-block scale); `expand` writes the rows as fp32 (GEMM path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import float32, njit, prange
+
+from gguflm.cpu.jit import bits_f32, f16_to_f32, kernel
+from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+
+
+@njit(inline="always", boundscheck=False)
+def code(ql, qh, h, g, l):
+    """q - 32 of weight 128h + 32g + l of a superblock (ql (2, 64), qh (2, 32)), as fp32 (exact)."""
+    return (bits_f32(ql[h, 32 * (g % 2) + l], 4 * (g // 2), 15) + float32(16.0) * bits_f32(qh[h, l], 2 * g, 3)
+            - float32(32.0))
+
+
+@njit(inline="always", boundscheck=False)
+def add_lanes(acc, lanes, ql, qh, x, a0, a1, a2, a3):
+    """acc[l] += a_g * ((q - 32) * x[g, l]) for l in `lanes` over the four 32-weight groups g of one half
+    superblock (ql (64,), qh (32,), x (4, 32)), written out so every shift is a constant."""
+    for l in lanes:
+        qa, qb, hb = ql[l], ql[32 + l], qh[l]
+        acc[l] += a0 * ((bits_f32(qa, 0, 15) + float32(16.0) * bits_f32(hb, 0, 3) - float32(32.0)) * x[0, l])
+        acc[l] += a1 * ((bits_f32(qb, 0, 15) + float32(16.0) * bits_f32(hb, 2, 3) - float32(32.0)) * x[1, l])
+        acc[l] += a2 * ((bits_f32(qa, 4, 15) + float32(16.0) * bits_f32(hb, 4, 3) - float32(32.0)) * x[2, l])
+        acc[l] += a3 * ((bits_f32(qb, 4, 15) + float32(16.0) * bits_f32(hb, 6, 3) - float32(32.0)) * x[3, l])
+
+
+@kernel
+def q6_k_matvec(ql, qh, scales, d, x, out):
+    """ql (N, S, 2, 64) uint8, qh (N, S, 2, 32) uint8, scales (N, S, 16) int8, d (N, S) int16 (fp16 bits),
+    x (T, S, 2, 4, 32) fp32 -> out (T, N) fp32."""
+    n, n_sb = ql.shape[0], ql.shape[1]
+    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, np.float32)
+        for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            for t in range(x.shape[0]):
+                acc[:] = 0
+                for s in range(n_sb):
+                    scale = f16_to_f32(d[r, s])
+                    sc = scales[r, s]
+                    for h in range(2):
+                        a = 8 * h
+                        add_lanes(acc, range(16), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a]),
+                                  scale * float32(sc[a + 2]), scale * float32(sc[a + 4]), scale * float32(sc[a + 6]))
+                        add_lanes(acc, range(16, 32), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a + 1]),
+                                  scale * float32(sc[a + 3]), scale * float32(sc[a + 5]), scale * float32(sc[a + 7]))
+                out[t, r] = lane_sum(acc)
+
+
+@kernel
+def q6_k_expand(ql, qh, scales, d, out):
+    """The rows as fp32: out (R, S, 8, 32) = (d * sc) * (q - 32), as ggml dequantizes them."""
+    n, n_sb = ql.shape[0], ql.shape[1]
+    for r in prange(n):
+        for s in range(n_sb):
+            scale = f16_to_f32(d[r, s])
+            for h in range(2):
+                for g in range(4):
+                    for l in range(32):
+                        a = scale * float32(scales[r, s, 8 * h + 2 * g + l // 16])
+                        out[r, s, 4 * h + g, l] = a * code(ql[r, s], qh[r, s], h, g, l)
+
+
+def planes(parts):
+    """(ql (N, S, 2, 64), qh (N, S, 2, 32), scales (N, S, 16) int8, d (N, S) int16) as numpy arrays."""
+    ql, qh, scales, d = parts
+    n, n_sb = ql.shape[0], ql.shape[1] // 128
+    return (ql.numpy().reshape(n, n_sb, 2, 64), qh.numpy().reshape(n, n_sb, 2, 32),
+            scales.numpy().reshape(n, n_sb, 16), d.view(torch.int16).numpy().reshape(n, n_sb))
+
+
+def matvec(planes, x, out) -> None:
+    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], planes[0].shape[1], 2, 4, 32), out.numpy())
+
+
+def expand(planes, out) -> None:
+    ql = planes[0]
+    q6_k_expand(*planes, out.numpy().reshape(ql.shape[0], ql.shape[1], 8, 32))

@@ -1,0 +1,104 @@
+"""Fused decode-step ops of the CPU backend: the small ops between the products, one compiled call
+each where the reference (`gguflm.ops`) takes several torch ops (6 for an RMSNorm, some 20 for the
+QKV split and RoPE), which at decode's one row cost more in dispatch than in arithmetic.
+
+Each works row by row (a row's result never depends on the others: batched decode rows stay equal
+to lone ones) and rounds as the reference op does: `qkv_heads` bit for bit (products and sums in
+the reference's order, no FMA); the norms differ only in how the mean of squares is summed (here in
+fp64), SiLU only in the exp's last bit (libm's expf against torch's vectorized one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import float32, float64
+
+from gguflm.cpu.jit import serial
+
+
+@serial
+def _rmsnorm(x, weight, eps, out):
+    """out (T, D) = (x * (1 / sqrt(mean(x^2) + eps))) * weight, row by row."""
+    t, dim = x.shape
+    for i in range(t):
+        s = float64(0.0)
+        for j in range(dim):
+            s += float64(x[i, j]) * float64(x[i, j])
+        r = float32(1.0) / np.sqrt(float32(s / dim) + eps)
+        for j in range(dim):
+            out[i, j] = (x[i, j] * r) * weight[j]
+
+
+@serial
+def _add_rmsnorm(x, y, weight, eps, out):
+    """x += y (the residual, in place), then out = rmsnorm(x) * weight."""
+    t, dim = x.shape
+    for i in range(t):
+        for j in range(dim):
+            x[i, j] += y[i, j]
+    _rmsnorm(x, weight, eps, out)
+
+
+@serial
+def _qkv_heads(qkv, cos, sin, neox, q, k, v):
+    """Split qkv (T, (H + 2 KV) * hd) into q (T, H, hd), k, v (T, KV, hd), q and k rotated by (cos, sin)
+    (T, rot / 2): pairs (2i, 2i + 1) ("normal") or (i, i + rot / 2) (neox); dims from rot pass through."""
+    t, n_heads, hd = q.shape
+    n_kv = k.shape[1]
+    half = cos.shape[1]
+    for r in range(t):
+        for head in range(n_heads + n_kv):
+            dst = q[r, head] if head < n_heads else k[r, head - n_heads]
+            src = qkv[r, head * hd : (head + 1) * hd]
+            for i in range(half):
+                c, s = cos[r, i], sin[r, i]
+                ia, ib = (i, i + half) if neox else (2 * i, 2 * i + 1)
+                a, b = src[ia], src[ib]
+                dst[ia] = a * c - b * s
+                dst[ib] = b * c + a * s
+            for i in range(2 * half, hd):
+                dst[i] = src[i]
+        at = (n_heads + n_kv) * hd
+        for head in range(n_kv):
+            for i in range(hd):
+                v[r, head, i] = qkv[r, at + head * hd + i]
+
+
+@serial
+def _silu_mul(gate_up, out):
+    """out (T, F) = silu(gate) * up, gate_up (T, 2F): x / (1 + exp(-x)) as torch computes SiLU."""
+    t, f = out.shape
+    for r in range(t):
+        for j in range(f):
+            g = gate_up[r, j]
+            out[r, j] = (g / (float32(1.0) + np.exp(-g))) * gate_up[r, f + j]
+
+
+def rmsnorm(x: torch.Tensor, weight: np.ndarray, eps: float, out: torch.Tensor) -> None:
+    """out (T, D) = ops.rmsnorm(x, weight, eps); weight fp32 (D,) numpy."""
+    _rmsnorm(x.numpy(), weight, np.float32(eps), out.numpy())
+
+
+def add_rmsnorm(x: torch.Tensor, y: torch.Tensor, weight: np.ndarray, eps: float, out: torch.Tensor) -> None:
+    """x += y in place (x (T, D) contiguous fp32), then out = ops.rmsnorm(x, weight, eps)."""
+    _add_rmsnorm(x.numpy(), y.numpy(), weight, np.float32(eps), out.numpy())
+
+
+def qkv_heads(qkv: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor], n_heads: int, n_kv: int, hd: int,
+              mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ops.qkv_heads without per-head norms, bit for bit: q (T, n_heads, hd), k and v (T, n_kv, hd)."""
+    t = qkv.shape[0]
+    q = torch.empty((t, n_heads, hd), dtype=torch.float32)
+    k = torch.empty((t, n_kv, hd), dtype=torch.float32)
+    v = torch.empty((t, n_kv, hd), dtype=torch.float32)
+    cos, sin = angles
+    _qkv_heads(qkv.contiguous().numpy(), cos.numpy(), sin.numpy(), mode == "neox", q.numpy(), k.numpy(), v.numpy())
+    return q, k, v
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """ops.silu_mul of a (T, 2F) product -> (T, F)."""
+    out = torch.empty((gate_up.shape[0], gate_up.shape[1] // 2), dtype=torch.float32)
+    _silu_mul(gate_up.contiguous().numpy(), out.numpy())
+    return out
