@@ -20,6 +20,7 @@ import torch
 from gguflm import ops
 from gguflm.cpu import dense, nibbles, q4_k, q8_0
 from gguflm.cpu.jit import start_threads
+from gguflm.cpu import iq4, q2_k, q3_k
 from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.registry import Registry
 
@@ -46,6 +47,10 @@ KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand))
+register(CpuKernel("q2_k", q2_k.matvec, q2_k.expand, block=256))
+register(CpuKernel("q3_k", q3_k.matvec, q3_k.expand, block=256))
+register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand))
+register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, block=256))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     register(CpuKernel(_name, *nibbles.family(_has_min, _fifth)))
