@@ -1,71 +1,108 @@
-"""CPU matvec kernels alone: G weights/s and GB/s of packed bytes read, per format, one row of x.
+"""Speed of each CPU kernel alone (gguflm/cpu/), for every format with one: the matvec of one row of x
+against an N x K matrix (decode) on 1 and 2 threads, and the expansion of one GEMM-path chunk (prefill),
+in G weights/s and GB/s of the format's bytes, so formats can be compared per weight and per byte.
 
-Random valid blocks (legacy formats: random bytes with small fp16 scales; k-quants:
-`gguflm.synthetic.kblocks`), the kernel called as the backend calls it (`gguflm.cpu.linear`, so the
-per-call costs count), best of --repeat rounds of --calls calls, rounds interleaved across formats so
-a busy machine slows each alike:
+Weights are random valid blocks (every quant bit uniform, fp16 scales small), built in the file layout
+and packed as the loader packs them. Rounds are interleaved over the formats so a busy machine slows all
+alike; each figure is the best round.
 
-    python scripts/bench_cpu_kernels.py [--formats Q8_0,Q5_0,Q4_K,Q6_K] [--shape 3072x768] [--threads 1]
+    python scripts/bench_cpu_kernels.py [--n 4096] [--k 4096] [--rounds 10] [--formats Q8_0,Q2_K]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import gguf
 import numpy as np
-import torch
-
-from gguflm import cpu, quants
-from gguflm.synthetic import kblocks
 
 QT = gguf.GGMLQuantizationType
 
 
-def random_weight(name: str, n: int, k: int, seed: int = 0) -> quants.PackedWeight:
+def random_rows(name: str, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, row bytes) uint8 of format `name`: dense rows from Gaussian floats, block formats from random
+    bytes with their fp16 scale fields (d, and m / dmin where there is one) set small and finite."""
+    from gguflm.synthetic import RANDOM_BLOCKS, kblocks
+
     qtype = QT[name]
-    rng = np.random.default_rng(seed)
+    if name in ("F32", "F16", "BF16"):
+        w = rng.standard_normal((n, k), dtype=np.float32) / np.float32(np.sqrt(k))
+        if name == "BF16":
+            return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        return w.astype(np.float16 if name == "F16" else np.float32).view(np.uint8)
     if kblocks.supports(qtype):
-        raw = kblocks.random_blocks(rng, n, k, qtype)
-    else:
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
-        raw = rng.integers(0, 256, size=(n, k // block, size), dtype=np.uint8)
-        n_floats = 2 if name in ("Q4_1", "Q5_1") else 1
-        raw[:, :, : 2 * n_floats] = (rng.random((n, k // block, n_floats)) * 0.01).astype(np.float16).view(np.uint8)
-        raw = raw.reshape(n, -1)
-    return quants.pack(torch.from_numpy(np.ascontiguousarray(raw)), qtype)
+        return kblocks.random_blocks(rng, n, k, qtype)
+    if name in RANDOM_BLOCKS:
+        return RANDOM_BLOCKS[name](rng, n, k).reshape(n, -1)
+    block, size = gguf.GGML_QUANT_SIZES[qtype]  # legacy blocks: fp16 d (and m) lead the block
+    raw = rng.integers(0, 256, size=(n, k // block, size), dtype=np.uint8)
+    n_floats = 2 if name in ("Q4_1", "Q5_1") else 1
+    raw[:, :, : 2 * n_floats] = (rng.random((n, k // block, n_floats)) * 0.01).astype(np.float16).view(np.uint8)
+    return raw.reshape(n, -1)
+
+
+def best_time(fn, rounds: int = 3) -> float:
+    fn()  # warm (and compiled)
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--formats", default="Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K")
-    ap.add_argument("--shape", default="3072x768", help="N x K of the matrix (K a multiple of 256 for k-quants)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--calls", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=7)
-    args = ap.parse_args()
-    n, k = (int(v) for v in args.shape.split("x"))
-    names = [f.strip() for f in args.formats.split(",") if f.strip()]
-    weights = {name: random_weight(name, n, k) for name in names}
-    x = torch.randn(1, k)
-    best = dict.fromkeys(names, float("inf"))
-    for name, w in weights.items():
-        if cpu.kernel_for(w) is None:
-            print(f"{name}: no CPU kernel (reference path)")
-        cpu.linear(x, w, n_threads=args.threads)  # compile or load
-    for _ in range(args.repeat):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4096, help="rows of the matrix")
+    parser.add_argument("--k", type=int, default=4096, help="row length (a multiple of 256)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--formats", default="", help="comma-separated subset (default: every format with a kernel)")
+    args = parser.parse_args()
+
+    from gguflm.threads import prefer_passive_openmp
+
+    prefer_passive_openmp()  # as the command line does, before torch loads
+    import torch
+
+    from gguflm import cpu, ops, quants
+
+    names = [f.name for f in quants.FORMATS.values() if cpu.KERNELS.lookup(f.kernel) is not None]
+    if args.formats:
+        names = [n for n in names if n in args.formats.split(",")]
+    rng = np.random.default_rng(0)
+    weights = {name: quants.pack(torch.from_numpy(np.ascontiguousarray(random_rows(name, args.n, args.k, rng))),
+                                 QT[name]) for name in names}
+    x = torch.randn(1, args.k)
+    out = torch.empty(1, args.n)
+    step = ops.EXPAND_BYTES // (4 * args.k)  # the GEMM path's chunk of rows
+    buf = torch.empty(step, args.k)
+    cases = [("matvec", 1), ("matvec", 2), ("expand", 1), ("expand", 2)]
+    best = {(name, case): float("inf") for name in names for case in cases}
+    for _ in range(args.rounds):
         for name, w in weights.items():
-            t = time.perf_counter()
-            for _ in range(args.calls):
-                cpu.linear(x, w, n_threads=args.threads)
-            best[name] = min(best[name], (time.perf_counter() - t) / args.calls)
-    print(f"{n}x{k}, {args.threads} thread(s), best of {args.repeat} x {args.calls} calls")
-    print("| format | us per call | G weights/s | GB/s read |")
-    print("|---|---:|---:|---:|")
+            kern, chunk = cpu.kernel_for(w), w.rows(slice(0, step))
+            for what, n_threads in cases:
+                run = (lambda: kern.matvec(w.parts, x, out)) if what == "matvec" else (lambda: kern.expand(chunk.parts, buf))
+                with cpu.threads(n_threads):
+                    key = (name, (what, n_threads))
+                    best[key] = min(best[key], best_time(run))
+    load = " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "?"
+    print(f"{args.n} x {args.k}, matvec of 1 row; expand of {step} x {args.k} rows; best of {args.rounds} rounds; "
+          f"load average after: {load}")
+    print("| format | bits/weight | matvec 1 thread G weights/s (GB/s) | matvec 2 threads | expand 1 thread "
+          "G weights/s | expand 2 threads |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, w in weights.items():
-        s = best[name]
-        print(f"| {name} | {s * 1e6:.0f} | {n * k / s / 1e9:.2f} | {w.nbytes / s / 1e9:.2f} |")
+        bits = 8 * w.nbytes / (args.n * args.k)
+
+        def rate(what, n_threads, rows=args.n):
+            return rows * args.k / best[(name, (what, n_threads))] / 1e9
+
+        cells = [f"{rate('matvec', t):.2f} ({rate('matvec', t) * bits / 8:.1f})" for t in (1, 2)]
+        cells += [f"{rate('expand', t, step):.2f}" for t in (1, 2)]
+        print(f"| {name} | {bits:.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

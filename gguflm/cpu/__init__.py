@@ -18,7 +18,7 @@ import numba
 import torch
 
 from gguflm import ops
-from gguflm.cpu import dense, nibbles, q4_k, q6_k, q8_0
+from gguflm.cpu import dense, iq4, nibbles, q2_k, q3_k, q4_k, q6_k, q8_0
 from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.registry import Registry
@@ -49,6 +49,10 @@ KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes))
+register(CpuKernel("q2_k", q2_k.matvec, q2_k.expand, block=256))
+register(CpuKernel("q3_k", q3_k.matvec, q3_k.expand, block=256))
+register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand))
+register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, block=256))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)

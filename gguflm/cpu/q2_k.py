@@ -1,0 +1,78 @@
+"""Q2_K on the CPU, over quants.kquants' planes: qs uint8 (N, K/4) (weight 128h + 32t + l of a superblock
+is bits 2t of byte 32h + l), scales uint8 (N, K/16) (scale | min << 4 per 16-weight sub-block), dm fp16
+(N, 2K/256) (d, dmin pairs).
+
+w = (d * sc) * q - (dmin * m) per 16-weight sub-block, the products rounded as ggml rounds them: the
+matvec sums (d * sc) * (q * x) in 32 lanes per row (lanes 0-15 and 16-31 are two sub-blocks) and the
+minimum once per sub-block as (dmin * m) * sum(x_sub); `expand` writes the rows as fp32 (GEMM path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import float32, int32, prange
+
+from gguflm.cpu.jit import f16_to_f32, kernel
+from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+
+
+@kernel
+def q2_k_matvec(qs, scales, dm, x, xsum, out):
+    """qs (N, S, 2, 32) uint8, scales (N, S, 16) uint8, dm (N, S, 2) int16 (fp16 bits), x (T, S, 2, 4, 32)
+    fp32, xsum (T, S, 16) fp32 (each sub-block's sum of x) -> out (T, N) fp32."""
+    n, n_sb = qs.shape[0], qs.shape[1]
+    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        acc = np.empty(32, np.float32)
+        for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            for t in range(x.shape[0]):
+                acc[:] = 0
+                low = float32(0.0)
+                for s in range(n_sb):
+                    d, dmin = f16_to_f32(dm[r, s, 0]), f16_to_f32(dm[r, s, 1])
+                    for h in range(2):
+                        for j in range(4):
+                            i = 8 * h + 2 * j  # sub-blocks i (lanes 0-15) and i + 1 (lanes 16-31)
+                            a_lo = d * float32(scales[r, s, i] & 15)
+                            a_hi = d * float32(scales[r, s, i + 1] & 15)
+                            for l in range(32):
+                                q = (int32(qs[r, s, h, l]) >> (2 * j)) & 3
+                                acc[l] += (a_lo if l < 16 else a_hi) * (float32(q) * x[t, s, h, j, l])
+                    for i in range(16):
+                        low += (dmin * float32(scales[r, s, i] >> 4)) * xsum[t, s, i]
+                out[t, r] = lane_sum(acc) - low
+
+
+@kernel
+def q2_k_expand(qs, scales, dm, out):
+    """The rows as fp32: out (R, S, 2, 4, 32) = (d * sc) * q - (dmin * m), as ggml dequantizes them."""
+    n, n_sb = qs.shape[0], qs.shape[1]
+    for r in prange(n):
+        for s in range(n_sb):
+            d, dmin = f16_to_f32(dm[r, s, 0]), f16_to_f32(dm[r, s, 1])
+            for h in range(2):
+                for j in range(4):
+                    lo, hi = scales[r, s, 8 * h + 2 * j], scales[r, s, 8 * h + 2 * j + 1]
+                    a_lo, b_lo = d * float32(lo & 15), dmin * float32(lo >> 4)
+                    a_hi, b_hi = d * float32(hi & 15), dmin * float32(hi >> 4)
+                    for l in range(32):
+                        q = (int32(qs[r, s, h, l]) >> (2 * j)) & 3
+                        out[r, s, h, j, l] = (a_lo if l < 16 else a_hi) * float32(q) - (b_lo if l < 16 else b_hi)
+
+def _planes(parts):
+    qs, scales, dm = parts
+    n, n_sb = qs.shape[0], qs.shape[1] // 64
+    return (qs.numpy().reshape(n, n_sb, 2, 32), scales.numpy().reshape(n, n_sb, 16),
+            dm.view(torch.int16).numpy().reshape(n, n_sb, 2))
+
+
+def matvec(parts, x, out) -> None:
+    qs, scales, dm = _planes(parts)
+    xs = x.view(x.shape[0], qs.shape[1], 2, 4, 32)
+    xsum = x.view(x.shape[0], qs.shape[1], 16, 16).sum(-1)
+    q2_k_matvec(qs, scales, dm, xs.numpy(), xsum.numpy(), out.numpy())
+
+
+def expand(parts, out) -> None:
+    qs, scales, dm = _planes(parts)
+    q2_k_expand(qs, scales, dm, out.numpy().reshape(qs.shape[0], qs.shape[1], 2, 4, 32))
