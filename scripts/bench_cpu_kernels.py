@@ -82,9 +82,10 @@ def main() -> None:
     best = {(name, case): float("inf") for name in names for case in cases}
     for _ in range(args.rounds):
         for name, w in weights.items():
-            kern, chunk = cpu.kernel_for(w), w.rows(slice(0, step))
+            kern = cpu.kernel_for(w)
+            planes, chunk = cpu.planes_of(kern, w.parts), cpu.planes_of(kern, w.rows(slice(0, step)).parts)
             for what, n_threads in cases:
-                run = (lambda: kern.matvec(w.parts, x, out)) if what == "matvec" else (lambda: kern.expand(chunk.parts, buf))
+                run = (lambda: kern.matvec(planes, x, out)) if what == "matvec" else (lambda: kern.expand(chunk, buf))
                 with cpu.threads(n_threads):
                     key = (name, (what, n_threads))
                     best[key] = min(best[key], best_time(run))

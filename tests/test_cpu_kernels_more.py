@@ -60,7 +60,7 @@ def test_expand_is_the_reference_dequantizer_bit_for_bit(qtype, n, k, source):
     kern = cpu.kernel_for(w)
     assert kern is not None and kern.name == qtype.lower()
     got = torch.full((n, k), float("nan"))
-    kern.expand(w.parts, got)
+    kern.expand(cpu.planes_of(kern, w.parts), got)
     assert torch.equal(got, w.dequantize())
     assert np.array_equal(got.numpy(), gguf.quants.dequantize(raw, QT[qtype]).reshape(n, k))  # gguf-py's too
 
@@ -79,14 +79,15 @@ def test_product_equals_the_dequantized_one(qtype, n, k, rows, source):
 
 
 @pytest.mark.parametrize("qtype", FORMATS)
-def test_rows_are_computed_as_if_alone_on_any_thread_count(qtype, monkeypatch):
+def test_rows_are_computed_as_if_alone_on_any_thread_count(qtype):
     w = packed(qtype, 37, 512, "random")
     x = torch.randn(11, 512, generator=torch.Generator().manual_seed(1))
     together = cpu.linear_rows(x, w, n_threads=2)
     for b in range(x.shape[0]):
         assert torch.equal(together[b], cpu.linear(x[b : b + 1], w, n_threads=1)[0])
-    monkeypatch.setattr(cpu, "PARALLEL_BYTES", 0)  # 2 threads for real
-    assert torch.equal(cpu.linear(x[:3], w, n_threads=2), together[:3])
+    big = packed(qtype, 1601, 512, "random")  # over the kernel's parallel_bytes: the matvec splits at 2 threads
+    assert big.nbytes >= cpu.kernel_for(big).parallel_bytes
+    assert torch.equal(cpu.linear(x[:3], big, n_threads=2), cpu.linear_rows(x[:3], big, n_threads=1))
 
 
 @pytest.mark.parametrize("qtype", ["IQ4_NL", "IQ4_XS"])
@@ -105,7 +106,8 @@ def test_iq4_codes_expand_to_ggml_levels(qtype):
         raw[0, 8:] = (sub[:, :16] | (sub[:, 16:] << 4)).reshape(-1)
     w = quants.pack(torch.from_numpy(raw), QT[qtype])
     got = torch.empty(1, block)
-    cpu.kernel_for(w).expand(w.parts, got)
+    kern = cpu.kernel_for(w)
+    kern.expand(cpu.planes_of(kern, w.parts), got)
     levels = np.array(gguf.quants.IQ4_NL.kvalues, np.float32)
     assert np.array_equal(got.numpy()[0], levels[codes])
 

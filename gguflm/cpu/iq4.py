@@ -77,17 +77,21 @@ def iq4_nl_expand(qs, d, out):
                 out[r, b, j + 16] = level(int32(qs[r, b, j]) >> 4) * scale
 
 
-def nl_matvec(parts, x, out) -> None:
+def nl_planes(parts):
+    """(qs (N, B, 16) uint8, d (N, B) int16) as numpy arrays."""
     qs, d = parts
     n, nb = d.shape
-    iq4_nl_matvec(qs.numpy().reshape(n, nb, 16), d.view(torch.int16).numpy(),
-                  x.numpy().reshape(x.shape[0], nb, 32), out.numpy())
+    return qs.numpy().reshape(n, nb, 16), d.view(torch.int16).numpy()
 
 
-def nl_expand(parts, out) -> None:
-    qs, d = parts
-    n, nb = d.shape
-    iq4_nl_expand(qs.numpy().reshape(n, nb, 16), d.view(torch.int16).numpy(), out.numpy().reshape(n, nb, 32))
+def nl_matvec(planes, x, out) -> None:
+    qs, d = planes
+    iq4_nl_matvec(qs, d, x.numpy().reshape(x.shape[0], qs.shape[1], 32), out.numpy())
+
+
+def nl_expand(planes, out) -> None:
+    qs, d = planes
+    iq4_nl_expand(qs, d, out.numpy().reshape(qs.shape[0], qs.shape[1], 32))
 
 
 @njit(inline="always", boundscheck=False)
@@ -132,18 +136,19 @@ def iq4_xs_expand(qs, scales_l, scales_h, d, out):
                     out[r, s, i, j + 16] = level(int32(qs[r, s, i, j]) >> 4) * a
 
 
-def _xs_planes(parts):
+def xs_planes(parts):
+    """(qs (N, S, 8, 16), scales_l (N, S, 4), scales_h (N, S) uint8, d (N, S) int16) as numpy arrays."""
     qs, scales_l, scales_h, d = parts
     n, n_sb = d.shape
     return (qs.numpy().reshape(n, n_sb, 8, 16), scales_l.numpy().reshape(n, n_sb, 4), scales_h.numpy(),
             d.view(torch.int16).numpy())
 
 
-def xs_matvec(parts, x, out) -> None:
-    qs, scales_l, scales_h, d = _xs_planes(parts)
+def xs_matvec(planes, x, out) -> None:
+    qs, scales_l, scales_h, d = planes
     iq4_xs_matvec(qs, scales_l, scales_h, d, x.numpy().reshape(x.shape[0], qs.shape[1], 8, 32), out.numpy())
 
 
-def xs_expand(parts, out) -> None:
-    qs, scales_l, scales_h, d = _xs_planes(parts)
+def xs_expand(planes, out) -> None:
+    qs, scales_l, scales_h, d = planes
     iq4_xs_expand(qs, scales_l, scales_h, d, out.numpy().reshape(qs.shape[0], qs.shape[1], 8, 32))

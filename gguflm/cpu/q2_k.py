@@ -59,20 +59,21 @@ def q2_k_expand(qs, scales, dm, out):
                         q = (int32(qs[r, s, h, l]) >> (2 * j)) & 3
                         out[r, s, h, j, l] = (a_lo if l < 16 else a_hi) * float32(q) - (b_lo if l < 16 else b_hi)
 
-def _planes(parts):
+def planes(parts):
+    """(qs (N, S, 2, 32), scales (N, S, 16) uint8, dm (N, S, 2) int16) as numpy arrays."""
     qs, scales, dm = parts
     n, n_sb = qs.shape[0], qs.shape[1] // 64
     return (qs.numpy().reshape(n, n_sb, 2, 32), scales.numpy().reshape(n, n_sb, 16),
             dm.view(torch.int16).numpy().reshape(n, n_sb, 2))
 
 
-def matvec(parts, x, out) -> None:
-    qs, scales, dm = _planes(parts)
+def matvec(planes, x, out) -> None:
+    qs, scales, dm = planes
     xs = x.view(x.shape[0], qs.shape[1], 2, 4, 32)
     xsum = x.view(x.shape[0], qs.shape[1], 16, 16).sum(-1)
     q2_k_matvec(qs, scales, dm, xs.numpy(), xsum.numpy(), out.numpy())
 
 
-def expand(parts, out) -> None:
-    qs, scales, dm = _planes(parts)
+def expand(planes, out) -> None:
+    qs, scales, dm = planes
     q2_k_expand(qs, scales, dm, out.numpy().reshape(qs.shape[0], qs.shape[1], 2, 4, 32))

@@ -67,18 +67,19 @@ def q3_k_expand(qs, hmask, scales, d, out):
                         out[r, s, h, j, l] = (a_lo if l < 16 else a_hi) * float32(q)
 
 
-def _planes(parts):
+def planes(parts):
+    """(qs (N, S, 2, 32), hmask (N, S, 32), scales (N, S, 12) uint8, d (N, S) int16) as numpy arrays."""
     qs, hmask, scales, d = parts
     n, n_sb = qs.shape[0], qs.shape[1] // 64
     return (qs.numpy().reshape(n, n_sb, 2, 32), hmask.numpy().reshape(n, n_sb, 32),
             scales.numpy().reshape(n, n_sb, 12), d.view(torch.int16).numpy().reshape(n, n_sb))
 
 
-def matvec(parts, x, out) -> None:
-    qs, hmask, scales, d = _planes(parts)
+def matvec(planes, x, out) -> None:
+    qs, hmask, scales, d = planes
     q3_k_matvec(qs, hmask, scales, d, x.numpy().reshape(x.shape[0], qs.shape[1], 2, 4, 32), out.numpy())
 
 
-def expand(parts, out) -> None:
-    qs, hmask, scales, d = _planes(parts)
+def expand(planes, out) -> None:
+    qs, hmask, scales, d = planes
     q3_k_expand(qs, hmask, scales, d, out.numpy().reshape(qs.shape[0], qs.shape[1], 2, 4, 32))
