@@ -2,12 +2,17 @@
 over LANES groups at a time, make_q3_quants (Q3_K) one group at a time.
 
 The numpy `search` is the spec: the same float32 operations in the same order, so the same levels
-and scales. A tile holds LANES groups of n weights as columns, x (n, LANES): each loop over the n
-positions runs the same operation on every lane, which LLVM turns into vector instructions, while
-each lane's sums still accumulate position by position as in C. Lanes a tile does not fill are
-zeros, which every search treats as an all-zero group. `st` is (16, LANES) float32 scratch for the
-per-lane state, `laux` (n, LANES) float32 scratch for a trial's levels. Levels are kept as
-integral float32 values (`round_clamp`): integer lanes would not vectorize with AVX2.
+and scales. A tile holds LANES groups of n <= 32 weights as columns: each loop over the n positions
+runs the same operation on every lane, which LLVM turns into vector instructions, while each lane's
+sums still accumulate position by position as in C. Lanes a tile does not fill are zeros, which
+every search treats as an all-zero group.
+
+A tile lives in one flat float32 array `t` (TILE long) at fixed offsets: weight i of group g at
+t[X + LANES*i + g], its importance weight at W + ..., its level at LV + ..., and one row of LANES per
+per-lane quantity. One array indexed at constant offsets is what lets LLVM see that the loops'
+stores never overlap their loads: separate arrays need run-time overlap checks, and past a few of
+them it leaves the loop scalar (measured: 46 us per Q4_K tile that way). Levels are integral
+float32 values (`round_clamp`): integer lanes would not vectorize with AVX2.
 """
 
 from __future__ import annotations
@@ -16,144 +21,183 @@ import numpy as np
 
 from gguflm.quantize.jit_arith import GROUP_MAX_EPS, clamp, exact, nearest_int, round_clamp
 
-LANES = 16  # groups per tile: 16 float32 lanes are one AVX-512 register, two AVX2 ones
+# Groups per tile. With 16 LLVM unrolls each lane loop completely and then leaves the 16 lanes
+# scalar; from 32 on it vectorizes them (measured on the 2-core box, a make_qkx2_quants error pass:
+# 2.4 ns per weight at 16 lanes, 0.18 at 32, 0.19 at 64).
+LANES = 32
+SPAN = 32 * LANES  # room for one (n, LANES) plane, n <= 32
+X, W, LV, LA = 0, SPAN, 2 * SPAN, 3 * SPAN  # weights, importance weights, levels, a trial's levels
+SCALE, THE_MIN = 4 * SPAN, 4 * SPAN + LANES  # the searches' answers per lane
+_S = 4 * SPAN + 2 * LANES  # per-lane state, one row of LANES each from here
+TILE = _S + 16 * LANES
+MN, MX, SW, SX, IS, BEST, TAKE, SL, SL2, SXL, CUR, TS, TM, MN0, GIS, GOFF = (_S + LANES * k for k in range(16))
 
 
 @exact
-def qkx2_lanes(x, w, nmax, rmin, rdelta, nstep, use_mad, L, laux, scale, the_min, st):
-    """make_qkx2_quants for each lane: levels L (n, LANES) in [0, nmax], scale (LANES,) and
-    the_min (LANES,) with x ≈ scale·L - the_min, from x and weights w (n, LANES)."""
-    n = x.shape[0]
+def _error(t, n, lv, s, m, out, use_mad):
+    """Per lane, out = sum over i of w·|s·L + m - x| (use_mad) or w·(s·L + m - x)², L at row `lv`,
+    s and m at rows `s`, `m`. The choice is made outside the loops: inside, it keeps them scalar."""
+    zero = np.float32(0)
+    for g in range(LANES):
+        t[out + g] = zero
+    if use_mad:
+        for i in range(n):
+            for g in range(LANES):
+                k = LANES * i + g
+                t[out + g] += t[W + k] * abs(t[s + g] * t[lv + k] + t[m + g] - t[X + k])
+    else:
+        for i in range(n):
+            for g in range(LANES):
+                k = LANES * i + g
+                diff = t[s + g] * t[lv + k] + t[m + g] - t[X + k]
+                t[out + g] += t[W + k] * (diff * diff)
+
+
+@exact(inline=True)
+def _pick(take, a, b):
+    """`a` where the lane's flag `take` is set, else `b`; both loaded first, so LLVM selects values
+    (a select of addresses, then one load, does not vectorize)."""
+    return a if take != np.float32(0) else b
+
+
+@exact
+def qkx2_lanes(t, n, nmax, rmin, rdelta, nstep, use_mad):
+    """make_qkx2_quants for each lane of tile `t`: levels (LV) in [0, nmax], SCALE and THE_MIN with
+    x ≈ scale·L - the_min, from the weights (X) and importance weights (W) of groups of n."""
     fmax = np.float32(nmax)
     zero = np.float32(0)
-    mn, mx, sum_w, sum_x, iscale, best, take = st[0], st[1], st[2], st[3], st[4], st[5], st[6]
-    sl, sl2, sxl, cur, ts, tm, mn0 = st[7], st[8], st[9], st[10], st[11], st[12], st[13]
     for g in range(LANES):
-        mn[g] = x[0, g]
-        mx[g] = x[0, g]
-        sum_w[g] = w[0, g]
-        sum_x[g] = w[0, g] * x[0, g]
+        t[MN + g] = t[X + g]
+        t[MX + g] = t[X + g]
+        t[SW + g] = t[W + g]
+        t[SX + g] = t[W + g] * t[X + g]
     for i in range(1, n):
         for g in range(LANES):
-            v = x[i, g]
-            mn[g] = v if v < mn[g] else mn[g]
-            mx[g] = v if v > mx[g] else mx[g]
-            sum_w[g] += w[i, g]
-            sum_x[g] += w[i, g] * v
+            v = t[X + LANES * i + g]
+            t[MN + g] = v if v < t[MN + g] else t[MN + g]
+            t[MX + g] = v if v > t[MX + g] else t[MX + g]
+            t[SW + g] += t[W + LANES * i + g]
+            t[SX + g] += t[W + LANES * i + g] * v
     for g in range(LANES):
-        mn[g] = np.float32(0) if mn[g] > np.float32(0) else mn[g]
-        mn0[g] = mn[g]
-        iscale[g] = fmax / (mx[g] - mn[g])  # inf or NaN in flat lanes (max == min): replaced at the end
-        scale[g] = np.float32(1) / iscale[g]
-        best[g] = np.float32(0)
+        mn = zero if t[MN + g] > zero else t[MN + g]
+        t[MN + g] = mn
+        t[MN0 + g] = mn
+        t[IS + g] = fmax / (t[MX + g] - mn)  # inf or NaN in flat lanes (max == min): replaced at the end
+        t[SCALE + g] = np.float32(1) / t[IS + g]
+        t[BEST + g] = zero
+    for g in range(LANES):
+        t[GIS + g] = t[IS + g]
+        t[GOFF + g] = t[MN + g]
     for i in range(n):
         for g in range(LANES):
-            l = round_clamp(iscale[g] * (x[i, g] - mn[g]), zero, fmax)
-            L[i, g] = l
-            diff = scale[g] * l + mn[g] - x[i, g]
-            diff = abs(diff) if use_mad else diff * diff
-            best[g] += w[i, g] * diff
+            k = LANES * i + g
+            t[LV + k] = round_clamp(t[IS + g] * (t[X + k] - t[MN + g]), zero, fmax)
+    _error(t, n, LV, SCALE, MN, BEST, use_mad)
     for step in range(nstep + 1):
         for g in range(LANES):
-            iscale[g] = (np.float32(rmin) + np.float32(rdelta) * np.float32(step) + fmax) / (mx[g] - mn[g])
-            sl[g] = np.float32(0)
-            sl2[g] = np.float32(0)
-            sxl[g] = np.float32(0)
-            cur[g] = np.float32(0)
+            t[IS + g] = (rmin + rdelta * np.float32(step) + fmax) / (t[MX + g] - t[MN + g])
+            t[SL + g] = zero
+            t[SL2 + g] = zero
+            t[SXL + g] = zero
         for i in range(n):
             for g in range(LANES):
-                l = round_clamp(iscale[g] * (x[i, g] - mn[g]), zero, fmax)
-                laux[i, g] = l
-                wl = w[i, g] * l
-                sl[g] += wl
-                sl2[g] += wl * l
-                sxl[g] += wl * x[i, g]
+                v = t[X + LANES * i + g]
+                l = round_clamp(t[IS + g] * (v - t[MN + g]), zero, fmax)
+                t[LA + LANES * i + g] = l
+                wl = t[W + LANES * i + g] * l
+                t[SL + g] += wl
+                t[SL2 + g] += wl * l
+                t[SXL + g] += wl * v
         for g in range(LANES):
-            det = sum_w[g] * sl2[g] - sl[g] * sl[g]
-            s = (sum_w[g] * sxl[g] - sum_x[g] * sl[g]) / det
-            m = (sl2[g] * sum_x[g] - sl[g] * sxl[g]) / det
-            if m > np.float32(0):
-                m = np.float32(0)
-                s = sxl[g] / sl2[g]
-            ts[g] = s
-            tm[g] = m
-            take[g] = np.float32(1) if det > np.float32(0) else np.float32(0)
-        for i in range(n):
-            for g in range(LANES):
-                diff = ts[g] * laux[i, g] + tm[g] - x[i, g]
-                diff = abs(diff) if use_mad else diff * diff
-                cur[g] += w[i, g] * diff
-        for g in range(LANES):
-            ok = take[g] != np.float32(0) and cur[g] < best[g]
-            take[g] = np.float32(1) if ok else np.float32(0)
-            best[g] = cur[g] if ok else best[g]
-            scale[g] = ts[g] if ok else scale[g]
-            mn[g] = tm[g] if ok else mn[g]
-        for i in range(n):
-            for g in range(LANES):
-                L[i, g] = laux[i, g] if take[g] != np.float32(0) else L[i, g]
-    for g in range(LANES):
-        flat = mx[g] == mn0[g]
-        scale[g] = np.float32(0) if flat else scale[g]
-        the_min[g] = -(mn0[g] if flat else mn[g])
+            sl, sl2, sxl = t[SL + g], t[SL2 + g], t[SXL + g]
+            det = t[SW + g] * sl2 - sl * sl
+            s = (t[SW + g] * sxl - t[SX + g] * sl) / det
+            m = (sl2 * t[SX + g] - sl * sxl) / det
+            if m > zero:
+                m = zero
+                s = sxl / sl2
+            t[TS + g] = s
+            t[TM + g] = m
+            t[TAKE + g] = np.float32(1) if det > zero else zero
+        _error(t, n, LA, TS, TM, CUR, use_mad)
+        for g in range(LANES):  # a lane whose det <= 0 is never taken (its cur may be NaN)
+            ok = t[TAKE + g] != zero and t[CUR + g] < t[BEST + g]
+            t[BEST + g] = t[CUR + g] if ok else t[BEST + g]
+            t[SCALE + g] = t[TS + g] if ok else t[SCALE + g]
+            t[GIS + g] = t[IS + g] if ok else t[GIS + g]  # the grid this trial's levels came from
+            t[GOFF + g] = t[MN + g] if ok else t[GOFF + g]
+            t[MN + g] = t[TM + g] if ok else t[MN + g]
+    # the kept levels, recomputed from their grid (the same operations give the same values) rather
+    # than copied at every improvement
     for i in range(n):
         for g in range(LANES):
-            L[i, g] = zero if mx[g] == mn0[g] else L[i, g]
+            k = LANES * i + g
+            l = round_clamp(t[GIS + g] * (t[X + k] - t[GOFF + g]), zero, fmax)
+            t[LV + k] = zero if t[MX + g] == t[MN0 + g] else l
+    for g in range(LANES):
+        flat = t[MX + g] == t[MN0 + g]
+        t[SCALE + g] = zero if flat else t[SCALE + g]
+        t[THE_MIN + g] = -(t[MN0 + g] if flat else t[MN + g])
 
 
 @exact
-def qx_lanes(x, nmax, L, laux, scale, st):
-    """make_qx_quants (rmse_type 1, no importance weights) for each lane: levels L (n, LANES) in
-    [0, 2·nmax) and scale (LANES,) with x ≈ scale·(L - nmax); all-zero lanes get 0 and 0."""
-    n = x.shape[0]
+def qx_lanes(t, n, nmax):
+    """make_qx_quants (rmse_type 1, no importance weights) for each lane of tile `t`: levels (LV) in
+    [0, 2·nmax) and SCALE with x ≈ scale·(L - nmax), from the weights (X) of groups of n; all-zero
+    lanes get 0 and 0."""
     fmax = np.float32(nmax)
-    amax, mx, iscale, best, slx, sl2, take = st[0], st[1], st[2], st[3], st[4], st[5], st[6]
+    zero = np.float32(0)
+    amax, mx, slx, sl2 = MN, MX, SL, SL2  # rows reused under this search's names
     for g in range(LANES):
-        amax[g] = np.float32(0)
-        mx[g] = np.float32(0)
+        t[amax + g] = zero
+        t[mx + g] = zero
     for i in range(n):
         for g in range(LANES):
-            v = x[i, g]
-            bigger = abs(v) > amax[g]
-            amax[g] = abs(v) if bigger else amax[g]
-            mx[g] = v if bigger else mx[g]
+            v = t[X + LANES * i + g]
+            bigger = abs(v) > t[amax + g]
+            t[amax + g] = abs(v) if bigger else t[amax + g]
+            t[mx + g] = v if bigger else t[mx + g]
     for step in range(-10, 10):  # -10 stands for C's first pass, at iscale = -nmax/max
         if step == 0:
             continue
         for g in range(LANES):
             if step == -10:
-                iscale[g] = np.float32(-nmax) / mx[g]
+                t[IS + g] = -fmax / t[mx + g]
             else:
-                iscale[g] = -(fmax + np.float32(0.1) * np.float32(step)) / mx[g]
-            slx[g] = np.float32(0)
-            sl2[g] = np.float32(0)
+                t[IS + g] = -(fmax + np.float32(0.1) * np.float32(step)) / t[mx + g]
+            t[slx + g] = zero
+            t[sl2 + g] = zero
         for i in range(n):
             for g in range(LANES):
-                v = x[i, g]
-                l = round_clamp(iscale[g] * v, -fmax, fmax - np.float32(1))
-                laux[i, g] = l
+                v = t[X + LANES * i + g]
+                l = round_clamp(t[IS + g] * v, -fmax, fmax - np.float32(1))
+                t[LA + LANES * i + g] = l
                 wv = v * v
-                slx[g] += wv * v * l
-                sl2[g] += wv * l * l
+                t[slx + g] += wv * v * l
+                t[sl2 + g] += wv * l * l
         for g in range(LANES):
+            a, b = t[slx + g], t[sl2 + g]
             if step == -10:
-                scale[g] = slx[g] / sl2[g] if sl2[g] != np.float32(0) else np.float32(0)
-                best[g] = scale[g] * slx[g]
-                take[g] = np.float32(1)
+                s = a / b if b != zero else zero
+                t[SCALE + g] = s
+                t[BEST + g] = s * a
+                t[TAKE + g] = np.float32(1)
             else:
-                ok = sl2[g] > np.float32(0) and slx[g] * slx[g] > best[g] * sl2[g]
-                take[g] = np.float32(1) if ok else np.float32(0)
+                ok = b > zero and a * a > t[BEST + g] * b
+                t[TAKE + g] = np.float32(1) if ok else zero
                 if ok:
-                    scale[g] = slx[g] / sl2[g]
-                    best[g] = scale[g] * slx[g]
+                    s = a / b
+                    t[SCALE + g] = s
+                    t[BEST + g] = s * a
         for i in range(n):
             for g in range(LANES):
-                L[i, g] = laux[i, g] + fmax if take[g] != np.float32(0) else L[i, g]
+                k = LANES * i + g
+                t[LV + k] = _pick(t[TAKE + g], t[LA + k] + fmax, t[LV + k])
     for g in range(LANES):
-        scale[g] = scale[g] if amax[g] >= GROUP_MAX_EPS else np.float32(0)
+        t[SCALE + g] = t[SCALE + g] if t[amax + g] >= GROUP_MAX_EPS else zero
     for i in range(n):
         for g in range(LANES):
-            L[i, g] = L[i, g] if amax[g] >= GROUP_MAX_EPS else np.float32(0)
+            t[LV + LANES * i + g] = t[LV + LANES * i + g] if t[amax + g] >= GROUP_MAX_EPS else zero
 
 
 @exact
