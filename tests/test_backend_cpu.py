@@ -74,7 +74,8 @@ def test_rows_are_computed_as_if_alone(qtype):
 def test_small_matrices_on_one_thread_and_large_on_many_give_the_same_rows(qtype, monkeypatch):
     w = packed(qtype, 37, 96)
     x = torch.randn(3, 96, generator=torch.Generator().manual_seed(2))
-    alone = cpu.linear(x, w, n_threads=2)  # 37 x 96 is under PARALLEL_BYTES: one thread
+    monkeypatch.setattr(cpu, "PARALLEL_BYTES", 1 << 30)
+    alone = cpu.linear(x, w, n_threads=2)  # under PARALLEL_BYTES: one thread
     monkeypatch.setattr(cpu, "PARALLEL_BYTES", 0)
     assert torch.equal(cpu.linear(x, w, n_threads=2), alone)
 

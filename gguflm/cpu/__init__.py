@@ -26,10 +26,11 @@ from gguflm.registry import Registry
 # Rows of x from which a product goes through the GEMM path (expand a chunk of weight rows to fp32,
 # multiply with torch) rather than the matvec (which recomputes every weight for each row of x).
 GEMM_ROWS = 8
-# A matvec over fewer weight bytes than this runs on one thread whatever the thread count: waking the
-# pool costs more than the other cores save (a row's sum is the same on any thread count). Measured on the
-# 2-core box, SmolLM2 Q8_0 decode at 2 threads (scripts/bench_cpu.py): 56-68 tok/s with 4 MiB, 36-42 with 0.
-PARALLEL_BYTES = 4 << 20
+# A matvec over fewer weight bytes than this runs on one thread whatever the thread count (a row's sum is
+# the same on any thread count). It was 4 MiB while each launch also set numba's thread count (10-20 us a
+# call); with that set only on a change, every matvec gains from the second core. SmolLM2 Q4_K_M decode at
+# 2 threads, 2-core box, load 1.3-1.4, 2026-12-02 (/tmp A/B, 4 rounds): 28 tok/s with 4 MiB, 36-38 with 0.
+PARALLEL_BYTES = 0
 
 
 @dataclass(frozen=True)
