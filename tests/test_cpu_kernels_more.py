@@ -85,8 +85,8 @@ def test_rows_are_computed_as_if_alone_on_any_thread_count(qtype):
     together = cpu.linear_rows(x, w, n_threads=2)
     for b in range(x.shape[0]):
         assert torch.equal(together[b], cpu.linear(x[b : b + 1], w, n_threads=1)[0])
-    big = packed(qtype, 1601, 512, "random")  # over the kernel's parallel_bytes: the matvec splits at 2 threads
-    assert big.nbytes >= cpu.kernel_for(big).parallel_bytes
+    big = packed(qtype, 1601, 512, "random")  # over PARALLEL_BYTES: the matvec splits at 2 threads
+    assert big.nbytes >= cpu.PARALLEL_BYTES
     assert torch.equal(cpu.linear(x[:3], big, n_threads=2), cpu.linear_rows(x[:3], big, n_threads=1))
 
 

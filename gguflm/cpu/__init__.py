@@ -44,20 +44,16 @@ class CpuKernel:
     # parts -> the arrays matvec and expand take instead (numpy views, rows along dim 0), made once per
     # weight and kept in its `cache`: the per-call views cost more than a small matvec (None: the parts)
     planes: Callable[[tuple[torch.Tensor, ...]], tuple] | None = None
-    parallel_bytes: int | None = None  # a matvec under this many weight bytes runs on one thread (None: PARALLEL_BYTES)
 
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes))
-# Compute-bound kernels (1.2-1.8 GB/s of their bytes on one thread, Q8_0 8): a 4 MiB matrix is 3-7x Q8_0's
-# work, so they split from COMPUTE_PARALLEL_BYTES (models.md, "Per kernel (CPU)": decode 1.5-2x at 2 threads).
-COMPUTE_PARALLEL_BYTES = 256 << 10
 for _name, _mod, _block in (("q2_k", q2_k, 256), ("q3_k", q3_k, 256)):
-    register(CpuKernel(_name, _mod.matvec, _mod.expand, _block, _mod.planes, COMPUTE_PARALLEL_BYTES))
-register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand, 32, iq4.nl_planes, COMPUTE_PARALLEL_BYTES))
-register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, 256, iq4.xs_planes, COMPUTE_PARALLEL_BYTES))
+    register(CpuKernel(_name, _mod.matvec, _mod.expand, _block, _mod.planes))
+register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand, 32, iq4.nl_planes))
+register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, 256, iq4.xs_planes))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)
@@ -161,8 +157,7 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
         kern, planes, nbytes = prep
         part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
         with _LAUNCH:
-            split = nbytes >= (PARALLEL_BYTES if kern.parallel_bytes is None else kern.parallel_bytes)
-            _use_threads(n_threads if gemm or split else 1)
+            _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
             if gemm:
                 _gemm(x, piece, kern, planes, part)
             else:
