@@ -10,7 +10,7 @@ from gguflm.errors import GGUFLMError
 
 def prefer_passive_openmp() -> None:
     """Before torch loads: OpenMP's idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE,
-    unless set), so the CPU kernels can run on OpenMP (`gguflm.cpu.jit.start_threads`). The
+    unless set), so the CPU kernels can run on OpenMP (`gguflm.numba_jit.start_threads`). The
     command line calls it; a program using the Python API may set the variable itself."""
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

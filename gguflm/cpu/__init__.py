@@ -19,8 +19,8 @@ import torch
 
 from gguflm import ops
 from gguflm.cpu import dense, iq4, nibbles, q2_k, q3_k, q4_k, q6_k, q8_0
-from gguflm.cpu.jit import start_threads
 from gguflm.quants import PackedWeight, StackedWeight
+from gguflm.numba_jit import start_threads
 from gguflm.registry import Registry
 
 # Rows of x from which a product goes through the GEMM path (expand a chunk of weight rows to fp32,
@@ -83,10 +83,7 @@ def threads(n: int) -> Iterator[None]:
     worker thread gets it too); torch's own ops on one, as two thread pools on the same cores make each
     other wait (measured on a 2-core box: prefill 30 tok/s with torch on 2 threads, 146-216 on 1)."""
     with _LAUNCH:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        _SET.n = numba.get_num_threads()
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
+        _use_threads(n)
         yield
 
 

@@ -1,42 +1,19 @@
-"""numba compilation for the CPU kernels: compiled once, cached on disk, and three bit-level casts.
-
-The cache goes next to the source (`__pycache__`) when that is writable, else to the user's cache
-directory (~/.cache/numba; NUMBA_CACHE_DIR overrides); with neither writable the kernels still
-run, compiled afresh in each process.
-"""
+"""numba compilation for the CPU kernels (`gguflm.numba_jit.compiled`: cached on disk) and three
+bit-level casts."""
 
 from __future__ import annotations
 
-import os
-
-import numba
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-
-def start_threads() -> None:
-    """Start numba's thread pool once. OpenMP when its idle threads sleep (OMP_WAIT_POLICY=PASSIVE, read
-    by torch's libgomp, which numba's shares, when torch loads: `threads.prefer_passive_openmp`), else
-    numba's workqueue. SmolLM2 Q8_0 decode on the loaded 2-core box: 20.7-32.8 tok/s with passive
-    OpenMP, 13.6-15.9 with workqueue (slower to wake), 1.5 with OpenMP spinning (idle threads take the
-    cores from the torch ops between kernels). NUMBA_THREADING_LAYER, when set, decides instead."""
-    from numba.np.ufunc import parallel
-
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-        numba.config.THREADING_LAYER = "omp" if passive else "workqueue"
-    parallel._launch_threads()
+from gguflm.numba_jit import compiled
 
 
 def kernel(func):
     """`func` compiled for many threads (prange) with FMA contraction: each product and sum is still
     done in the order written, so a row's result never depends on what else is computed with it."""
-    options = dict(parallel=True, fastmath={"contract"}, boundscheck=False, error_model="numpy")
-    try:
-        return numba.njit(cache=True, **options)(func)
-    except RuntimeError:  # no writable cache directory anywhere
-        return numba.njit(**options)(func)
+    return compiled(func, parallel=True, fastmath={"contract"}, boundscheck=False, error_model="numpy")
 
 
 def _bits16(bits) -> bool:
@@ -108,8 +85,4 @@ def bits_f32(typingctx, word, shift, mask):
 def serial(func):
     """`func` compiled for one thread, with no FMA contraction or reassociation: every float
     operation is rounded where the reference's torch ops round it (the fused decode-step ops)."""
-    options = dict(boundscheck=False, error_model="numpy")
-    try:
-        return numba.njit(cache=True, **options)(func)
-    except RuntimeError:  # no writable cache directory anywhere
-        return numba.njit(**options)(func)
+    return compiled(func, boundscheck=False, error_model="numpy")

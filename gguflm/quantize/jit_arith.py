@@ -10,27 +10,14 @@ numba would otherwise promote float32 * python float (or * int64) to float64.
 
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from gguflm.numba_jit import compiled
+
 GROUP_MAX_EPS = np.float32(1e-15)  # ggml: a group whose largest |x| is below this is all zero
-
-
-def start_threads() -> None:
-    """numba's thread pool, chosen as gguflm.cpu.jit.start_threads chooses it (OpenMP only when its
-    idle threads sleep, else numba's workqueue: spinning threads would take the cores from the numpy
-    work between two kernel calls), without importing the CPU backend (and torch) for it."""
-    from numba.np.ufunc import parallel
-
-    if "NUMBA_THREADING_LAYER" not in os.environ and not parallel._is_initialized:
-        passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-        numba.config.THREADING_LAYER = "omp" if passive else "workqueue"
-    parallel._launch_threads()
 
 
 def exact(func=None, *, parallel: bool = False, inline: bool = False):
@@ -40,12 +27,8 @@ def exact(func=None, *, parallel: bool = False, inline: bool = False):
     caller's loop from being vectorized."""
 
     def wrap(f):
-        options = dict(parallel=parallel, fastmath=False, boundscheck=False, error_model="numpy",
-                       inline="always" if inline else "never")
-        try:
-            return numba.njit(cache=True, **options)(f)
-        except RuntimeError:  # no writable cache directory anywhere
-            return numba.njit(**options)(f)
+        return compiled(f, parallel=parallel, fastmath=False, boundscheck=False, error_model="numpy",
+                        inline="always" if inline else "never")
 
     return wrap if func is None else wrap(func)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from gguflm.quantize.jit_arith import (GROUP_MAX_EPS, clamp, exact, fp16_round, nearest_int, put_fp16, round_clamp,
-                                      start_threads)
+from gguflm.numba_jit import start_threads
+from gguflm.quantize.jit_arith import GROUP_MAX_EPS, clamp, exact, fp16_round, nearest_int, put_fp16, round_clamp
 from gguflm.quantize.jit_search import LANES, LV, SCALE, THE_MIN, TILE, W, X, q3_group, qkx2_lanes, qx_lanes
 
 QK = 256
@@ -328,7 +328,7 @@ def _q2_k(x, out):
 # ---------------------------------------------------------------------------- entry points
 
 def _run(kernel, rows: np.ndarray, size: int) -> np.ndarray:
-    start_threads()  # numba's thread pool as the CPU backend starts it (idempotent)
+    start_threads()  # numba's thread pool as the CPU backend starts it
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     n = rows.shape[0]
     out = np.empty(rows.size // QK * size, dtype=np.uint8)
