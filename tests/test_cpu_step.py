@@ -3,8 +3,9 @@ its layer loop against the reference backend on llama, qwen2 (QKV bias, neox RoP
 q/k norms: the reference loop) tiny models.
 
 Tolerance: the QKV split and RoPE are bit for bit; RMSNorm differs only in how the mean of squares is
-summed and SiLU in the exp's last bit, so both within REL_OP of the reference (relative to its largest
-value); whole models' logits within REL_LOGITS, greedy ids equal.
+summed and SiLU in the exp's last bit, and the decode attention in how its sums are ordered, so all
+within REL_OP of the reference (relative to its largest value); whole models' logits within
+REL_LOGITS, greedy ids equal.
 """
 
 from __future__ import annotations
@@ -54,12 +55,28 @@ def test_norms_and_silu_equal_the_reference(t, dim):
     assert close(step.silu_mul(gate_up), ops.silu_mul(gate_up), REL_OP)
 
 
+@pytest.mark.parametrize("hd,n_heads,n_kv", [(16, 6, 2), (12, 3, 3), (64, 9, 3)])  # 12: a tail past 8 lanes
+@pytest.mark.parametrize("pos", [0, 5, 40])
+def test_cached_attention_equals_the_reference(hd, n_heads, n_kv, pos):
+    """attend_cached stores k, v at the position and attends over the cache up to it, as ops.attention."""
+    gen = torch.Generator().manual_seed(pos + hd)
+    kc, vc = (torch.randn(2, n_kv, 48, hd, generator=gen) for _ in range(2))  # (L, KV, ctx, hd)
+    q, k, v = torch.randn(1, n_heads, hd, generator=gen) * 2, torch.randn(1, n_kv, hd, generator=gen), torch.randn(1, n_kv, hd, generator=gen)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    kc_ref[1, :, pos], vc_ref[1, :, pos] = k[0], v[0]
+    want = ops.attention(q, kc_ref[1, :, : pos + 1], vc_ref[1, :, : pos + 1])
+    got = step.attend_cached(q, k, v, (kc.numpy(), vc.numpy()), 1, torch.tensor([pos]).numpy())
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)  # stored in layer 1 only, at pos only
+    assert close(got, want, REL_OP)
+
+
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_layer_loop_equals_the_reference(arch, tmp_path, monkeypatch):
     calls = []
     fused = step.qkv_heads
     monkeypatch.setattr(step, "qkv_heads", lambda *a: calls.append(1) or fused(*a))
-    spec = SyntheticSpec(arch=arch, qtype="Q8_0", n_vocab=320, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=96, n_layers=3, seed=8)
+    # F16: products in fp32 (Q8_0's decode rounds x to 8 bits, held to its own rule in test_backend_cpu.py)
+    spec = SyntheticSpec(arch=arch, qtype="F16", n_vocab=320, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=96, n_layers=3, seed=8)
     path = write_synthetic_gguf(tmp_path / "m.gguf", spec)
     ref, fast = gguflm.load(path, device="cpu", backend="reference"), gguflm.load(path, device="cpu", threads=2)
     layer = fast.weights.layers[0]

@@ -134,7 +134,7 @@ def model_path(tmp_path_factory):
 @pytest.mark.parametrize("k_kind,v_kind", [("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "f16")])
 def test_triton_backend_with_a_quantized_cache_follows_the_reference(model_path, k_kind, v_kind):
     """The same cache types in both backends: Triton's fused stores and attention against the torch path."""
-    ref = gguflm.load(model_path, device="cpu", cache_type_k=k_kind, cache_type_v=v_kind)
+    ref = gguflm.load(model_path, device="cpu", backend="reference", cache_type_k=k_kind, cache_type_v=v_kind)
     tri = gguflm.load(model_path, device=ku.DEVICE, backend="triton", cache_type_k=k_kind, cache_type_v=v_kind)
     prompt = [1, 300, 17, 42, 99, 7, 260]
     rc, tc = (m.backend.new_cache(32, *m.cache_types) for m in (ref, tri))

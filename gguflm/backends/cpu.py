@@ -4,8 +4,9 @@
 Its layer loop is the reference's, step for step, with the small ops between the products fused
 (`gguflm.cpu.step`: residual add + RMSNorm, QKV split + RoPE, SiLU * up; one compiled call each
 where the reference makes several torch ops, the main per-token cost at decode besides the
-products). Embedding, attention and the KV cache are the reference's own code; Qwen3's per-head
-q/k norms take the reference loop whole. The kernels run on `threads` threads, torch's ops on one.
+products). A decode step's attention over an fp32 cache is one compiled call per layer too
+(`step.attend_cached`); prefill's attention, the embedding and the KV cache are the reference's own
+code; Qwen3's per-head q/k norms take the reference loop whole. The kernels run on `threads` threads, torch's ops on one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,31 @@ class CpuBackend(ReferenceBackend):
     def linear_rows(self, x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
         return cpu.linear_rows(x, w, bias, self.threads)
 
+    def _attend_span(self, cache, positions: torch.Tensor, span: int):
+        """A decode step (one query) over an fp32 cache: store and attend in one compiled call per layer
+        (`step.attend_cached`; the reference's torch ops took 130 us a layer); otherwise the reference's."""
+        if positions.shape[0] != 1 or not _f32(cache) or span <= positions.max():
+            return super()._attend_span(cache, positions, span)
+        caches, where = (cache.k.data.numpy(), cache.v.data.numpy()), positions.numpy()
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return step.attend_cached(q, k, v, caches, i, where)
+
+        return attend
+
+    def _attend_rows(self, pool, positions: torch.Tensor, slots: torch.Tensor):
+        """Batched decode: each row as `_attend_span` attends it alone, in its own slot."""
+        if not _f32(pool):
+            return super()._attend_rows(pool, positions, slots)
+        where = positions.numpy()
+        caches = [(pool.slots[s].k.data.numpy(), pool.slots[s].v.data.numpy()) for s in slots.tolist()]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return torch.cat([step.attend_cached(q[b : b + 1], k[b : b + 1], v[b : b + 1], c, i, where[b : b + 1])
+                              for b, c in enumerate(caches)])  # (B, q_dim)
+
+        return attend
+
     def _layers(self, tokens: torch.Tensor, positions: torch.Tensor, attend, linear=None) -> torch.Tensor:
         """`ReferenceBackend._layers` with the fused step ops: each layer's residual add is fused with the
         RMSNorm after it (the next layer's, or the output norm after the last)."""
@@ -56,3 +82,8 @@ class CpuBackend(ReferenceBackend):
             down = linear(step.silu_mul(linear(h, layer.w_gate_up)), layer.w_down)
             step.add_rmsnorm(x, down, self._norms[i + 1][0] if i + 1 < len(w.layers) else self._output_norm, eps, h)
         return h
+
+
+def _f32(cache) -> bool:
+    """Whether both K and V of a cache (or pool) are held as fp32 (the fused attention's cache)."""
+    return cache.k.kind.name == "f32" and cache.v.kind.name == "f32"

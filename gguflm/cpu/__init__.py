@@ -1,8 +1,10 @@
 """The CPU kernels: a matvec per format family that reads the packed blocks where they lie, and the
 GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
 
-Activations stay fp32 (no 8-bit rounding of x): each product is dequantize-and-multiply in
-registers, so results equal the reference's to fp32 summation order (models.md, "CPU backend").
+Q8_0 and the legacy 4/5-bit formats round x to 8 bits per 32-value block, as llama.cpp does: their
+matvecs take integer block dots (`int8`) and their GEMM path multiplies the same rounded x, so
+prefill and decode compute one product. The other formats dequantize and multiply in fp32, equal to
+the reference's products to fp32 summation order (models.md, "CPU backend").
 A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
 an F32 prefill is torch's GEMM on the weight as it lies.
 """
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numba
+import numpy as np
 import torch
 
 from gguflm import ops
-from gguflm.cpu import dense, iq4, nibbles, q2_k, q3_k, q4_k, q6_k, q8_0
+from gguflm.cpu import dense, int8, iq4, nibbles, q2_k, q3_k, q4_k, q6_k, q8_0
 from gguflm.quants import PackedWeight, StackedWeight
 from gguflm.numba_jit import start_threads
 from gguflm.registry import Registry
@@ -44,12 +47,18 @@ class CpuKernel:
     # parts -> the arrays matvec and expand take instead (numpy views, rows along dim 0), made once per
     # weight and kept in its `cache`: the per-call views cost more than a small matvec (None: the parts)
     planes: Callable[[tuple[torch.Tensor, ...]], tuple] | None = None
+    # the matvec rounds x to 8 bits per 32-value block (`int8`): the GEMM path multiplies the same
+    # rounded x, so prefill and decode compute one product
+    rounds_x: bool = False
+    # for such a format with a block minimum (w = d q + m): planes -> m (N, K/32) as fp16 bits, which
+    # meets q8_1's s (fp16 d * sum(q)) in the matvec, and so in the GEMM path too
+    minimum: Callable[[tuple], "np.ndarray"] | None = None
 
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
-register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes))
+register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes, rounds_x=True))
 for _name, _mod, _block in (("q2_k", q2_k, 256), ("q3_k", q3_k, 256)):
     register(CpuKernel(_name, _mod.matvec, _mod.expand, _block, _mod.planes))
 register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand, 32, iq4.nl_planes))
@@ -57,7 +66,8 @@ register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, 256, iq4.xs_planes))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)
-    register(CpuKernel(_name, _matvec, _expand, planes=_planes))
+    register(CpuKernel(_name, _matvec, _expand, planes=_planes, rounds_x=True,
+                       minimum=nibbles.minimum if _has_min else None))
 register(CpuKernel("q4_k", q4_k.q4_k, q4_k.expand, block=256, planes=q4_k.planes))
 register(CpuKernel("q5_k", q4_k.q5_k, q4_k.expand, block=256, planes=q4_k.planes))
 register(CpuKernel("q6_k", q6_k.matvec, q6_k.expand, block=256, planes=q6_k.planes))
@@ -142,6 +152,7 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
     `reference` (ops.linear, or ops.linear_rows for row-exact products)."""
     x = x.float().contiguous()
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
+    rounded = None  # x as the int8 matvecs round it, made once for the GEMM path's pieces that need it
     at = 0
     for piece in w.pieces if isinstance(w, StackedWeight) else (w,):
         n = piece.parts[0].shape[0]
@@ -155,7 +166,13 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
         part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
         with _LAUNCH:
             _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
-            if gemm:
+            if gemm and kern.rounds_x:
+                rounded = rounded or int8.rounded(x)
+                _gemm(rounded[0], piece, kern, planes, part)
+                if kern.minimum is not None:  # the minimum meets s, not the rounded block's sum
+                    m = torch.from_numpy(kern.minimum(planes)).view(torch.float16).float()  # (N, K/32)
+                    part += rounded[1] @ m.T
+            elif gemm:
                 _gemm(x, piece, kern, planes, part)
             else:
                 kern.matvec(planes, x, part)

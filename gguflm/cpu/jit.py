@@ -20,6 +20,27 @@ def _bits16(bits) -> bool:
     return isinstance(bits, types.Integer) and bits.bitwidth == 16
 
 
+def f16_value(builder, bits):
+    """IR for f16_to_f32 of `bits`: an i16 value or a vector of them (then a vector of floats)."""
+    width = bits.type.count if isinstance(bits.type, ir.VectorType) else None
+
+    def typed(ty):
+        return ty if width is None else ir.VectorType(ty, width)
+
+    i32, f32 = typed(ir.IntType(32)), typed(ir.FloatType())
+
+    def const(v, ty=i32):
+        return ir.Constant(ty, v if width is None else [v] * width)
+
+    h = builder.zext(bits, i32)
+    sign = builder.shl(builder.and_(h, const(0x8000)), const(16))
+    mag = builder.shl(builder.and_(h, const(0x7FFF)), const(13))
+    scaled = builder.bitcast(builder.fmul(builder.bitcast(mag, f32), const(2.0 ** 112, f32)), i32)
+    top = builder.icmp_unsigned("==", builder.and_(h, const(0x7C00)), const(0x7C00))  # inf or NaN
+    out = builder.select(top, builder.or_(mag, const(0x7F800000)), scaled)
+    return builder.bitcast(builder.or_(out, sign), f32)
+
+
 @intrinsic
 def f16_to_f32(typingctx, bits):
     """The fp16 value whose bits are `bits` (int16/uint16), as fp32, exactly: the magnitude's bits
@@ -30,18 +51,7 @@ def f16_to_f32(typingctx, bits):
         return None
 
     def codegen(context, builder, signature, args):
-        i32, f32 = ir.IntType(32), ir.FloatType()
-
-        def const(v):
-            return ir.Constant(i32, v)
-
-        h = builder.zext(args[0], i32)
-        sign = builder.shl(builder.and_(h, const(0x8000)), const(16))
-        mag = builder.shl(builder.and_(h, const(0x7FFF)), const(13))
-        scaled = builder.bitcast(builder.fmul(builder.bitcast(mag, f32), ir.Constant(f32, 2.0 ** 112)), i32)
-        top = builder.icmp_unsigned("==", builder.and_(h, const(0x7C00)), const(0x7C00))  # inf or NaN
-        out = builder.select(top, builder.or_(mag, const(0x7F800000)), scaled)
-        return builder.bitcast(builder.or_(out, sign), f32)
+        return f16_value(builder, args[0])
 
     return types.float32(bits), codegen
 

@@ -1,7 +1,7 @@
 """Q8_0 on the CPU: w = d * q per 32-weight block; qs int8 (N, K), d fp16 (N, K/32) (quants.legacy).
 
-`matvec` reads the blocks where they lie and accumulates fp32 in 32 lanes per row: lane j sums
-d_b * (q_bj * x_bj) over the blocks b of the row, then the lanes are added in a fixed order.
+`matvec` rounds x to 8 bits per block (`int8.quantize_blocks`, llama.cpp's q8_0) and reads the weight
+blocks where they lie (`int8.q8_0_row`: each block's int32 dot with x, scaled by d_w * d_x).
 `expand` writes rows as fp32 for the GEMM path (prefill).
 """
 
@@ -11,23 +11,19 @@ import numpy as np
 from numba import float32, prange
 
 from gguflm.cpu.jit import f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+from gguflm.cpu.int8 import q8_0_row, quantize_blocks
+from gguflm.cpu.lanes import ROWS_PER_TASK
 
 
 @kernel
 def q8_0_matvec(qs, d, x, out):
     """qs (N, nb, 32) int8, d (N, nb) int16 (fp16 bits), x (T, nb, 32) fp32 -> out (T, N) fp32."""
     n, nb, _ = qs.shape
+    xq, xd, _ = quantize_blocks(x)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                for b in range(nb):
-                    scale = f16_to_f32(d[r, b])
-                    for j in range(32):
-                        acc[j] += scale * (float32(qs[r, b, j]) * x[t, b, j])
-                out[t, r] = lane_sum(acc)
+                out[t, r] = q8_0_row(qs, d, r, xq, xd, t)
 
 
 @kernel

@@ -75,6 +75,61 @@ def _silu_mul(gate_up, out):
             out[r, j] = (g / (float32(1.0) + np.exp(-g))) * gate_up[r, f + j]
 
 
+@serial
+def _attend_cached(q, k, v, kc, vc, layer, positions, scale, out):
+    """Store k, v (T, KV, hd) in layer `layer` of the caches kc, vc (L, KV, ctx, hd) at `positions`, then
+    row t of q (T, H, hd) attends over cache rows [0, positions[t]]: out (T, H * hd) = sum_j e_j v_j /
+    sum_j e_j, e_j = exp(s_j - max s), s_j = (q . k_j) * scale; query head h reads KV head h // (H / KV).
+    Each q . k_j is summed in 8 lanes then as a tree, so it vectorizes in a fixed order."""
+    t, n_heads, hd = q.shape
+    n_kv = k.shape[1]
+    group = n_heads // n_kv
+    for r in range(t):
+        for g in range(n_kv):
+            for i in range(hd):
+                kc[layer, g, positions[r], i] = k[r, g, i]
+                vc[layer, g, positions[r], i] = v[r, g, i]
+    scores = np.empty(kc.shape[2], np.float32)
+    acc = np.empty(hd, np.float32)
+    lanes = np.empty(8, np.float32)
+    for r in range(t):
+        n = positions[r] + 1
+        for head in range(n_heads):
+            g = head // group
+            best = -np.inf
+            for j in range(n):
+                lanes[:] = 0
+                for i in range(0, hd - hd % 8, 8):
+                    for lane in range(8):
+                        lanes[lane] += q[r, head, i + lane] * kc[layer, g, j, i + lane]
+                s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+                for i in range(hd - hd % 8, hd):
+                    s += q[r, head, i] * kc[layer, g, j, i]
+                scores[j] = s * scale
+                best = max(best, scores[j])
+            total = float32(0.0)
+            for j in range(n):
+                scores[j] = np.exp(scores[j] - best)
+                total += scores[j]
+            acc[:] = 0
+            for j in range(n):
+                for i in range(hd):
+                    acc[i] += scores[j] * vc[layer, g, j, i]
+            for i in range(hd):
+                out[r, head * hd + i] = acc[i] / total
+
+
+def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caches: tuple[np.ndarray, np.ndarray], layer: int,
+                  positions: np.ndarray) -> torch.Tensor:
+    """ops.attention of q (T, H, hd) over an fp32 cache (both (L, KV, ctx, hd) numpy) after storing k, v at
+    `positions` (T,) int64 in layer `layer`, each query seeing rows up to its own position: (T, H * hd)."""
+    t, n_heads, hd = q.shape
+    out = torch.empty((t, n_heads * hd), dtype=torch.float32)
+    _attend_cached(q.numpy(), k.numpy(), v.numpy(), *caches, layer, positions, np.float32(1.0 / np.sqrt(hd)),
+                   out.numpy())
+    return out
+
+
 def rmsnorm(x: torch.Tensor, weight: np.ndarray, eps: float, out: torch.Tensor) -> None:
     """out (T, D) = ops.rmsnorm(x, weight, eps); weight fp32 (D,) numpy."""
     _rmsnorm(x.numpy(), weight, np.float32(eps), out.numpy())

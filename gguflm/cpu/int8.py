@@ -1,0 +1,245 @@
+"""Integer dot products on activations rounded to 8 bits, as llama.cpp computes a quantized product.
+
+x is rounded per 32-value block as ggml's `quantize_row_q8_0` rounds it (d = max|x| / 127, kept as
+fp16; q = x / d to the nearest integer, halves away from zero); a weight block's codes are multiplied
+with those 32 integers and summed exactly in int32, then scaled by d_w * d_x. For the formats with a
+minimum (Q4_1, Q5_1) x also carries s = d * sum(q) (fp16, ggml's `q8_1`), so the minimum costs one
+multiply per block.
+
+A row's dot is written as LLVM vector code (`q8_0_row`, `q4_row`, `q5_row`): per block 32 int8 lanes
+widened to 16 bits, multiplied and added in pairs (`vpmaddwd` on x86, `sdot`-class code elsewhere),
+the 8 int32 partial sums converted and added into 8 fp32 lanes with the block's scale (one FMA), the
+lanes added once per row. numba's own integer arithmetic is int64, which LLVM leaves scalar: written
+in numba the same scheme ran at 1.8 GB/s (models.md, "Why numba").
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import float32, int32, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from gguflm.cpu.jit import f16_value, serial
+from gguflm.quantize.jit_arith import fp16_round
+
+I8, I16, I32, F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
+V32 = ir.VectorType(I8, 32)
+V8F = ir.VectorType(F32, 8)
+
+
+def _lanes(values):
+    return ir.Constant(ir.VectorType(I32, len(values)), list(values))
+
+
+def _splat(builder, value, width: int):
+    """<width x T> with every lane `value`."""
+    one = builder.insert_element(ir.Constant(ir.VectorType(value.type, width), ir.Undefined), value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(one, one, _lanes([0] * width))
+
+
+def _dot8(builder, a, b):
+    """<8 x i32> partial sums of a_j * b_j over two <32 x i8> vectors (signed), exact: the products
+    added in pairs (`vpmaddwd` on x86) and the two halves added."""
+    wide = ir.VectorType(I32, 32)
+    prod = builder.mul(builder.sext(a, wide), builder.sext(b, wide))
+    pairs = builder.add(builder.shuffle_vector(prod, prod, _lanes(range(0, 32, 2))),
+                        builder.shuffle_vector(prod, prod, _lanes(range(1, 32, 2))))
+    return builder.add(builder.shuffle_vector(pairs, pairs, _lanes(range(8))),
+                       builder.shuffle_vector(pairs, pairs, _lanes(range(8, 16))))
+
+
+def _nibble_codes(builder, q, h):
+    """<32 x i8> codes of a legacy block from its 16 bytes `q` (<16 x i8>: element j low nibble of
+    byte j, element j + 16 high) and, when `h` (i32) is given, its fifth bits (bit j adds 16)."""
+    lo = builder.and_(q, ir.Constant(q.type, [15] * 16))
+    hi = builder.lshr(q, ir.Constant(q.type, [4] * 16))
+    codes = builder.shuffle_vector(lo, hi, _lanes(range(32)))
+    if h is None:
+        return codes
+    octets = builder.bitcast(h, ir.VectorType(I8, 4))  # byte j // 8 of h spread over 8 lanes
+    spread = builder.shuffle_vector(octets, octets, _lanes([j // 8 for j in range(32)]))
+    set_ = builder.icmp_unsigned("!=", builder.and_(spread, ir.Constant(V32, [1 << (j % 8) for j in range(32)])),
+                                 ir.Constant(V32, [0] * 32))
+    return builder.or_(codes, builder.select(set_, ir.Constant(V32, [16] * 32), ir.Constant(V32, [0] * 32)))
+
+
+def _hsum(builder, acc):
+    """The 8 lanes of a <8 x float> added as a tree (halves, quarters, pairs): one order for every row."""
+    width = 8
+    while width > 1:
+        width //= 2
+        acc = builder.fadd(builder.shuffle_vector(acc, acc, _lanes(range(width))),
+                           builder.shuffle_vector(acc, acc, _lanes(range(width, 2 * width))))
+    return builder.extract_element(acc, ir.Constant(I32, 0))
+
+
+def _array(ty, ndim: int, dtypes) -> bool:
+    return isinstance(ty, types.Array) and ty.ndim == ndim and ty.layout == "C" and ty.dtype in dtypes
+
+
+def _starts(context, builder, tys, values, row, row_ty):
+    """Pointers to row `row` (element [row, 0, ...]) of each array: no view is made (a view inside a
+    prange loop costs reference counting per row: 25 us a 3072-row call)."""
+    r = context.cast(builder, row, row_ty, types.intp)
+    zero = ir.Constant(cgutils.intp_t, 0)
+    return [cgutils.get_item_pointer(context, builder, ty, context.make_array(ty)(context, builder, value),
+                                     [r] + [zero] * (ty.ndim - 1)) for ty, value in zip(tys, values)]
+
+
+def _row_dot(builder, nb, w, xq, xd, block):
+    """IR of sum over blocks b < nb of (f16(d_w[b]) * d_x[b]) * dot_b: w the weight row's plane pointers
+    (w[1] its fp16 scales), xq and xd x's row (codes, scales); `block(w, b)` gives block b's <32 x i8>
+    weight codes. Blocks go eight at a time (their scales decoded as one vector) into two float
+    accumulators of 8 lanes, even blocks to one and odd to the other (one fmuladd chain would wait on
+    itself), the last nb % 8 into the first; added up once at the end."""
+    xq = builder.bitcast(xq, V32.as_pointer())
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F, [V8F] * 3), "llvm.fmuladd.v8f32")
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in range(2)]
+
+    def add_block(b, scale, acc):
+        dot = builder.sitofp(_dot8(builder, block(w, b), builder.load(builder.gep(xq, [b]), align=1)), V8F)
+        builder.store(builder.call(fmuladd, [dot, scale, builder.load(acc)]), acc)
+
+    eight = ir.Constant(nb.type, 8)
+    eights = builder.udiv(nb, eight)
+    with cgutils.for_range(builder, eights) as loop:
+        first = builder.mul(loop.index, eight)
+        d_w = builder.load(builder.bitcast(builder.gep(w[1], [first]), ir.VectorType(I16, 8).as_pointer()), align=2)
+        d_x = builder.load(builder.bitcast(builder.gep(xd, [first]), V8F.as_pointer()), align=4)
+        scales = builder.fmul(f16_value(builder, d_w), d_x)
+        for i in range(8):
+            lane = builder.shuffle_vector(scales, scales, _lanes([i] * 8))
+            add_block(builder.add(first, ir.Constant(nb.type, i)), lane, accs[i % 2])
+    with cgutils.for_range(builder, nb, start=builder.mul(eights, eight)) as loop:
+        b = loop.index
+        scale = builder.fmul(f16_value(builder, builder.load(builder.gep(w[1], [b]))), builder.load(builder.gep(xd, [b])))
+        add_block(b, _splat(builder, scale, 8), accs[0])
+    return _hsum(builder, builder.fadd(builder.load(accs[0]), builder.load(accs[1])))
+
+
+def _x_ok(xq, xd, t) -> bool:
+    return _array(xq, 3, (types.int8,)) and _array(xd, 2, (types.float32,)) and isinstance(t, types.Integer)
+
+
+@intrinsic
+def q8_0_row(typingctx, qs, d, r, xq, xd, t):
+    """Row r of a Q8_0 matrix (qs (N, nb, 32) int8, d (N, nb) int16 fp16 bits) times row t of x rounded
+    to 8 bits (xq (T, nb, 32) int8, xd (T, nb) fp32): sum over blocks b of (d[r, b] * xd[t, b]) *
+    sum_j qs[r, b, j] * xq[t, b, j], fp32."""
+    if not (_array(qs, 3, (types.int8,)) and _array(d, 2, (types.int16,)) and isinstance(r, types.Integer)
+            and _x_ok(xq, xd, t)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        w = _starts(context, builder, signature.args[:2], args[:2], args[2], r)
+        x = _starts(context, builder, signature.args[3:5], args[3:5], args[5], t)
+
+        def block(w, b):
+            return builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1)
+
+        nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
+        return _row_dot(builder, nb, w, *x, block)
+
+    return types.float32(qs, d, r, xq, xd, t), codegen
+
+
+def _nibble_row(fifth: bool):
+    """The row-dot intrinsic of the 4-bit (fifth False) or 5-bit legacy formats."""
+
+    def typer(typingctx, qs, d, qh, offset, r, xq, xd, t):
+        if not (_array(qs, 3, (types.uint8,)) and _array(d, 2, (types.int16,)) and _array(qh, 2, (types.int32,))
+                and isinstance(offset, types.Integer) and isinstance(r, types.Integer) and _x_ok(xq, xd, t)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            planes = (0, 1, 2) if fifth else (0, 1)  # the stand-in qh of a 4-bit format is never touched
+            w = _starts(context, builder, [signature.args[i] for i in planes], [args[i] for i in planes], args[4], r)
+            x = _starts(context, builder, signature.args[5:7], args[5:7], args[7], t)
+            off = _splat(builder, builder.trunc(args[3], I8) if offset.bitwidth > 8 else args[3], 32)
+
+            def block(w, b):
+                q = builder.load(builder.gep(builder.bitcast(w[0], ir.VectorType(I8, 16).as_pointer()), [b]), align=1)
+                h = builder.load(builder.gep(w[2], [b])) if fifth else None
+                return builder.sub(_nibble_codes(builder, q, h), off)
+
+            nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
+            return _row_dot(builder, nb, w, *x, block)
+
+        return types.float32(qs, d, qh, offset, r, xq, xd, t), codegen
+
+    typer.__name__ = typer.__qualname__ = "q5_row" if fifth else "q4_row"
+    return intrinsic(typer)
+
+
+q4_row = _nibble_row(False)
+q5_row = _nibble_row(True)
+q4_row.__doc__ = q5_row.__doc__ = """Row r of a Q4_0/Q4_1 (q4_row) or Q5_0/Q5_1 (q5_row, fifth bits qh (N, nb) int32)
+matrix, qs (N, nb, 16) uint8, d (N, nb) int16 fp16 bits, times row t of x rounded to 8 bits (xq, xd as
+q8_0_row): sum over blocks of (d_w * d_x) * sum_j (code_j - offset) * xq_j. The codes stay int8:
+offset <= 16 keeps code - offset within [-16, 31]."""
+
+
+@njit(inline="always", boundscheck=False)
+def round_half_away(v):
+    """v to the nearest integer, halves away from zero (C's roundf), exactly."""
+    t = float32(math.trunc(v))
+    if abs(v - t) >= float32(0.5):
+        t += float32(math.copysign(1.0, v))
+    return t
+
+
+@njit(inline="always", boundscheck=False)
+def quantize_blocks(x):
+    """x (T, nb, 32) fp32 -> (xq (T, nb, 32) int8, xd (T, nb) fp32, xs (T, nb) fp32) as ggml's q8_1:
+    d = max|x_block| / 127 rounded to fp16, q = round(x / d) (with 1 / d of the unrounded d), s = d * sum(q)
+    rounded to fp16 (q8_0 is the same without s)."""
+    t, nb, _ = x.shape
+    xq = np.empty((t, nb, 32), np.int8)
+    xd = np.empty((t, nb), np.float32)
+    xs = np.empty((t, nb), np.float32)
+    for i in range(t):
+        for b in range(nb):
+            amax = float32(0.0)
+            for j in range(32):
+                amax = max(amax, abs(x[i, b, j]))
+            d = amax / float32(127.0)
+            inv = float32(1.0) / d if d != float32(0.0) else float32(0.0)
+            total = int32(0)
+            for j in range(32):
+                q = int32(round_half_away(x[i, b, j] * inv))
+                xq[i, b, j] = q
+                total += q
+            xd[i, b] = fp16_round(d)[1]
+            xs[i, b] = fp16_round(float32(total) * d)[1]
+    return xq, xd, xs
+
+
+def _rounded(x, xr, xs_less):
+    """xr (T, K) = the rounded x (xq * xd, exact in fp32); xs_less (T, nb) = s minus the block's sum of xr."""
+    t = x.shape[0]
+    xq, xd, xs = quantize_blocks(x)
+    for i in range(t):
+        for b in range(xq.shape[1]):
+            total = float32(0.0)
+            for j in range(32):
+                v = float32(xq[i, b, j]) * xd[i, b]
+                xr[i, b * 32 + j] = v
+                total += v
+            xs_less[i, b] = xs[i, b] - total
+
+
+_rounded = serial(_rounded)
+
+
+def rounded(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (T, K) fp32 contiguous as the int8 matvecs round it, for the GEMM path: (the rounded values (T, K)
+    fp32, s - sum of each rounded block (T, K/32): what a block minimum m adds beyond m * sum, times m)."""
+    t, k = x.shape
+    xr, xs_less = torch.empty((t, k), dtype=torch.float32), torch.empty((t, k // 32), dtype=torch.float32)
+    _rounded(x.numpy().reshape(t, k // 32, 32), xr.numpy(), xs_less.numpy())
+    return xr, xs_less
