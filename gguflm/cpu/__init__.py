@@ -154,16 +154,17 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
     out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
     rounded = None  # x as the int8 matvecs round it, made once for the GEMM path's pieces that need it
     at = 0
-    for piece in w.pieces if isinstance(w, StackedWeight) else (w,):
+    stacked = isinstance(w, StackedWeight)
+    for piece in w.pieces if stacked else (w,):
         n = piece.parts[0].shape[0]
-        cols = out[:, at : at + n]  # (T, n) of this piece: contiguous where T == 1
+        cols = out[:, at : at + n] if stacked else out  # (T, n) of this piece: contiguous where T == 1
         at += n
         prep = prepared(piece)
         if prep is None or (gemm and piece.parts[0].dtype == torch.float32):
             cols.copy_(reference(x, piece))
             continue
         kern, planes, nbytes = prep
-        part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
+        part = cols if not stacked or cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
         with _LAUNCH:
             _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
             if gemm and kern.rounds_x:
