@@ -52,7 +52,7 @@ class CpuKernel:
     rounds_x: bool = False
     # for such a format with a block minimum (w = d q + m): planes -> m (N, K/32) as fp16 bits, which
     # meets q8_1's s (fp16 d * sum(q)) in the matvec, and so in the GEMM path too
-    minimum: Callable[[tuple], "np.ndarray"] | None = None
+    minimum: Callable[[tuple], np.ndarray] | None = None
 
 
 KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
@@ -168,7 +168,8 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
         with _LAUNCH:
             _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
             if gemm and kern.rounds_x:
-                rounded = rounded or int8.rounded(x)
+                if rounded is None:
+                    rounded = int8.rounded(x)
                 _gemm(rounded[0], piece, kern, planes, part)
                 if kern.minimum is not None:  # the minimum meets s, not the rounded block's sum
                     m = torch.from_numpy(kern.minimum(planes)).view(torch.float16).float()  # (N, K/32)
