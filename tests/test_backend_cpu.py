@@ -1,15 +1,15 @@
 """The CPU backend against the reference (the oracle): its kernels per format, whole models of every format
 it runs, batched rows, threads, and SmolLM2's exact-math references.
 
-Tolerance, per format. The float formats and the k-quants keep activations fp32: the two backends
-differ only in the order fp32 products are summed: a product within REL_PRODUCT of the float64 one
-(relative to its largest value), logits within REL_LOGITS of the reference's. Q8_0, Q4_0, Q4_1, Q5_0
-and Q5_1 (INT8_FORMATS) round x to 8 bits per 32-value block as llama.cpp does (q8_0 / q8_1), in the
-matvec and the GEMM path alike: a product is within REL_PRODUCT of the float64 product of the weights
-with that rounded x, and the rounding itself is held to llama.cpp's rule for a quantized product
-(test-backend-ops: NMSE <= 5e-4), for a product and for a whole model's logits; SmolLM2's logits
-within ABS_LOGITS_INT8 of exact math. A greedy id may then differ from the reference's only at a
-near-tie the measured logit error explains.
+Tolerance, per format. The float formats (and Q2_K, Q3_K, IQ4) keep activations fp32: the two
+backends differ only in the order fp32 products are summed: a product within REL_PRODUCT of the float64
+one (relative to its largest value), logits within REL_LOGITS of the reference's. Q8_0, Q4_0, Q4_1,
+Q5_0, Q5_1 (INT8_FORMATS) and Q4_K, Q5_K, Q6_K (KQUANTS) round x to 8 bits per 32-value block as
+llama.cpp does (q8_0 / q8_1), in the matvec and the GEMM path alike: a product is within REL_PRODUCT
+of the float64 product of the weights with that rounded x, and the rounding itself is held to
+llama.cpp's rule for a quantized product (test-backend-ops: NMSE <= 5e-4), for a product and for a
+whole model's logits; SmolLM2's logits within ABS_LOGITS_INT8 of exact math. A greedy id may then
+differ from the reference's only at a near-tie the measured logit error explains.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ ABS_LOGITS_INT8 = 2.0  # SmolLM2's decode-path logits against exact math: measur
 MEAN_LOGITS_INT8 = 0.3  # ... and their mean error: measured 0.19 (llama.cpp's: 0.32)
 FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 INT8_FORMATS = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]  # these round x too
 QT = gguf.GGMLQuantizationType
 
 
@@ -47,6 +48,10 @@ def packed(qtype: str, n: int, k: int, seed: int = 0) -> quants.PackedWeight:
         raw = w.astype(np.float16).view(np.uint8)
     elif qtype == "BF16":
         raw = (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    elif qtype in KQUANTS:
+        from gguflm.quantize.blocks import quantize_rows  # ggml's quantizer, byte for byte
+
+        raw = quantize_rows(w, QT[qtype])
     else:
         raw = gguf.quants.quantize(w, QT[qtype]).view(np.uint8)
     return quants.pack(torch.from_numpy(np.ascontiguousarray(raw).reshape(n, -1)), QT[qtype])
@@ -149,14 +154,38 @@ def test_gemm_path_matches_the_reference_expansion():
         assert torch.equal(cpu.linear(x, w), xr @ w.dequantize().T)
 
 
-@pytest.mark.parametrize("qtype", INT8_FORMATS)
+@pytest.mark.parametrize("qtype", INT8_FORMATS + KQUANTS)
 def test_prefill_and_decode_compute_one_product(qtype):
     """The GEMM path and the matvec of a format that rounds x give one product, up to summation order."""
-    w = packed(qtype, 37, 96)
-    x = torch.randn(cpu.GEMM_ROWS, 96, generator=torch.Generator().manual_seed(4))
+    w = kpacked(qtype, 37, 512) if qtype.endswith("_K") else packed(qtype, 37, 96)
+    x = torch.randn(cpu.GEMM_ROWS, w.shape[1], generator=torch.Generator().manual_seed(4))
     rows = torch.cat([cpu.linear(x[b : b + 1], w) for b in range(x.shape[0])])
     together = cpu.linear(x, w)
     assert (together - rows).abs().max() <= REL_PRODUCT * rows.abs().max()
+
+
+@pytest.mark.parametrize("qtype,module,name", [("Q4_0", "nibbles", "nibble_matvec"), ("Q5_1", "nibbles", "nibble_matvec"),
+                                               ("Q4_K", "q4_k", "k4_matvec"), ("Q5_K", "q4_k", "k4_matvec"),
+                                               ("Q6_K", "q6_k", "q6_k_matvec")])
+def test_integer_dots_without_avx2_give_the_same_products(qtype, module, name, monkeypatch):
+    """Where numba compiles for a CPU without AVX2 (Arm, older x86) the dots of unsigned codes are plain
+    vector IR instead of `vpmaddubsw`: the same exact integer sums in the same lanes, so the same
+    products bit for bit. The format's kernel is compiled afresh (not from the disk cache) to show it."""
+    import importlib
+
+    import numba
+
+    from gguflm.cpu import int8
+
+    w = kpacked(qtype, 37, 512) if qtype.endswith("_K") else packed(qtype, 37, 96)
+    x = torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(5))
+    want = cpu.linear(x, w)
+    mod = importlib.import_module(f"gguflm.cpu.{module}")
+    monkeypatch.setattr(int8, "_avx2", lambda: False)
+    fresh = numba.njit(parallel=True, fastmath={"contract"}, boundscheck=False, error_model="numpy")(getattr(mod, name).py_func)
+    monkeypatch.setattr(mod, name, fresh)
+    assert torch.equal(cpu.linear(x, w), want)
+    assert "pmadd" not in fresh.inspect_llvm(fresh.signatures[0])
 
 
 def test_formats_without_a_kernel_take_the_reference_path(monkeypatch):
@@ -224,7 +253,7 @@ def rounds_activations(model) -> bool:
     """Whether any matrix of `model` is in a format whose matvec rounds x to 8 bits."""
     layers = model.weights.layers
     mats = [model.weights.output] + [m for layer in layers for m in (layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down)]
-    return any(p.fmt.name in INT8_FORMATS for m in mats for p in quants_pieces(m))
+    return any(cpu.prepared(p) is not None and cpu.prepared(p)[0].rounds_x for m in mats for p in quants_pieces(m))
 
 
 def assert_model_equals_the_reference(ref, fast):
@@ -251,8 +280,6 @@ def test_batched_decode_rows_equal_lone_decode(pair):
         assert torch.equal(batch[i], fast.backend.decode(last[i], cache))
 
 
-KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]
-
 
 def kpacked(qtype: str, n: int, k: int, seed: int = 0) -> quants.PackedWeight:
     """Random valid superblocks of `qtype` (every bit pattern of quant bits and scales), packed."""
@@ -269,8 +296,10 @@ def test_k_quant_product_equals_the_dequantized_one(qtype, n, k, rows):
     w = kpacked(qtype, n, k, seed=n + rows)
     assert cpu.kernel_for(w) is not None
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
-    want = (x.double() @ w.dequantize().double().T).float()
+    want = int8_oracle(x, w).float()  # x rounded per 32 values, as for the legacy formats
     assert (cpu.linear(x, w, n_threads=2) - want).abs().max() <= REL_PRODUCT * want.abs().max()
+    real = packed(qtype, n, k, seed=n + rows)  # llama.cpp's rule is for weights its quantizer made
+    assert 0 < nmse(cpu.linear(x, real, n_threads=2), x.double() @ real.dequantize().double().T) <= NMSE
     together = cpu.linear_rows(x, w, n_threads=2)
     assert all(torch.equal(together[b], cpu.linear(x[b : b + 1], w)[0]) for b in range(rows))
 

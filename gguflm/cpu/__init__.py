@@ -68,9 +68,8 @@ for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), (
     _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)
     register(CpuKernel(_name, _matvec, _expand, planes=_planes, rounds_x=True,
                        minimum=nibbles.minimum if _has_min else None))
-register(CpuKernel("q4_k", q4_k.q4_k, q4_k.expand, block=256, planes=q4_k.planes))
-register(CpuKernel("q5_k", q4_k.q5_k, q4_k.expand, block=256, planes=q4_k.planes))
-register(CpuKernel("q6_k", q6_k.matvec, q6_k.expand, block=256, planes=q6_k.planes))
+for _name, _mod in (("q4_k", q4_k), ("q5_k", q4_k), ("q6_k", q6_k)):
+    register(CpuKernel(_name, _mod.matvec, _mod.expand, block=256, planes=_mod.planes, rounds_x=True))
 
 
 def kernel_for(w: PackedWeight) -> CpuKernel | None:

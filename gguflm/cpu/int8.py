@@ -6,7 +6,7 @@ with those 32 integers and summed exactly in int32, then scaled by d_w * d_x. Fo
 minimum (Q4_1, Q5_1) x also carries s = d * sum(q) (fp16, ggml's `q8_1`), so the minimum costs one
 multiply per block.
 
-A row's dot is written as LLVM vector code (`q8_0_row`, `q4_row`, `q5_row`): per block 32 int8 lanes
+A row's dot is written as LLVM vector code (`q8_0_row`, `q4_0_row` and the other legacy formats'): per block 32 int8 lanes
 widened to 16 bits, multiplied and added in pairs (`vpmaddwd` on x86, `sdot`-class code elsewhere),
 the 8 int32 partial sums converted and added into 8 fp32 lanes with the block's scale (one FMA), the
 lanes added once per row. numba's own integer arithmetic is int64, which LLVM leaves scalar: written
@@ -15,6 +15,7 @@ in numba the same scheme ran at 1.8 GB/s (models.md, "Why numba").
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from llvmlite import ir
 from numba import float32, int32, njit, types
 from numba.core import cgutils
+from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 
 from gguflm.cpu.jit import f16_value, serial
@@ -32,14 +34,14 @@ V32 = ir.VectorType(I8, 32)
 V8F = ir.VectorType(F32, 8)
 
 
-def _lanes(values):
+def lanes(values):
     return ir.Constant(ir.VectorType(I32, len(values)), list(values))
 
 
-def _splat(builder, value, width: int):
+def splat(builder, value, width: int):
     """<width x T> with every lane `value`."""
     one = builder.insert_element(ir.Constant(ir.VectorType(value.type, width), ir.Undefined), value, ir.Constant(I32, 0))
-    return builder.shuffle_vector(one, one, _lanes([0] * width))
+    return builder.shuffle_vector(one, one, lanes([0] * width))
 
 
 def _dot8(builder, a, b):
@@ -47,10 +49,35 @@ def _dot8(builder, a, b):
     added in pairs (`vpmaddwd` on x86) and the two halves added."""
     wide = ir.VectorType(I32, 32)
     prod = builder.mul(builder.sext(a, wide), builder.sext(b, wide))
-    pairs = builder.add(builder.shuffle_vector(prod, prod, _lanes(range(0, 32, 2))),
-                        builder.shuffle_vector(prod, prod, _lanes(range(1, 32, 2))))
-    return builder.add(builder.shuffle_vector(pairs, pairs, _lanes(range(8))),
-                       builder.shuffle_vector(pairs, pairs, _lanes(range(8, 16))))
+    pairs = builder.add(builder.shuffle_vector(prod, prod, lanes(range(0, 32, 2))),
+                        builder.shuffle_vector(prod, prod, lanes(range(1, 32, 2))))
+    return builder.add(builder.shuffle_vector(pairs, pairs, lanes(range(8))),
+                       builder.shuffle_vector(pairs, pairs, lanes(range(8, 16))))
+
+
+@functools.cache
+def _avx2() -> bool:
+    """numba compiles for an x86 CPU with AVX2 (`vpmaddubsw`); its cache is keyed by the CPU and features."""
+    triple, _, features = cpu_target.target_context.codegen().magic_tuple()
+    return triple.startswith(("x86_64", "i386", "i686")) and "+avx2" in features.split(",")
+
+
+def udot8(builder, codes, x):
+    """<8 x i32>: lane j = sum of codes_i * x_i over i = 4j .. 4j + 3, codes (<32 x i8>) in [0, 63] taken
+    unsigned and x signed, exact. On AVX2 `vpmaddubsw` (products added in pairs, never saturating here:
+    2 * 63 * 127 < 2^15) then `vpmaddwd` by ones; elsewhere the same sums in plain vector IR."""
+    if _avx2():
+        i16x16 = ir.VectorType(I16, 16)
+        ub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16x16, [V32, V32]), "llvm.x86.avx2.pmadd.ub.sw")
+        wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VectorType(I32, 8), [i16x16, i16x16]),
+                                            "llvm.x86.avx2.pmadd.wd")
+        return builder.call(wd, [builder.call(ub, [codes, x]), ir.Constant(i16x16, [1] * 16)])
+    wide = ir.VectorType(I32, 32)
+    prod = builder.mul(builder.zext(codes, wide), builder.sext(x, wide))
+    for width in (16, 8):
+        prod = builder.add(builder.shuffle_vector(prod, prod, lanes(range(0, 2 * width, 2))),
+                           builder.shuffle_vector(prod, prod, lanes(range(1, 2 * width, 2))))
+    return prod
 
 
 def _nibble_codes(builder, q, h):
@@ -58,31 +85,36 @@ def _nibble_codes(builder, q, h):
     byte j, element j + 16 high) and, when `h` (i32) is given, its fifth bits (bit j adds 16)."""
     lo = builder.and_(q, ir.Constant(q.type, [15] * 16))
     hi = builder.lshr(q, ir.Constant(q.type, [4] * 16))
-    codes = builder.shuffle_vector(lo, hi, _lanes(range(32)))
+    codes = builder.shuffle_vector(lo, hi, lanes(range(32)))
     if h is None:
         return codes
     octets = builder.bitcast(h, ir.VectorType(I8, 4))  # byte j // 8 of h spread over 8 lanes
-    spread = builder.shuffle_vector(octets, octets, _lanes([j // 8 for j in range(32)]))
+    spread = builder.shuffle_vector(octets, octets, lanes([j // 8 for j in range(32)]))
     set_ = builder.icmp_unsigned("!=", builder.and_(spread, ir.Constant(V32, [1 << (j % 8) for j in range(32)])),
                                  ir.Constant(V32, [0] * 32))
     return builder.or_(codes, builder.select(set_, ir.Constant(V32, [16] * 32), ir.Constant(V32, [0] * 32)))
 
 
-def _hsum(builder, acc):
+def hsum(builder, acc):
     """The 8 lanes of a <8 x float> added as a tree (halves, quarters, pairs): one order for every row."""
     width = 8
     while width > 1:
         width //= 2
-        acc = builder.fadd(builder.shuffle_vector(acc, acc, _lanes(range(width))),
-                           builder.shuffle_vector(acc, acc, _lanes(range(width, 2 * width))))
+        acc = builder.fadd(builder.shuffle_vector(acc, acc, lanes(range(width))),
+                           builder.shuffle_vector(acc, acc, lanes(range(width, 2 * width))))
     return builder.extract_element(acc, ir.Constant(I32, 0))
 
 
-def _array(ty, ndim: int, dtypes) -> bool:
+def fmuladd8(builder):
+    """The `llvm.fmuladd` of <8 x float> (a * b + c, one FMA where the CPU has one)."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F, [V8F] * 3), "llvm.fmuladd.v8f32")
+
+
+def c_array(ty, ndim: int, dtypes) -> bool:
     return isinstance(ty, types.Array) and ty.ndim == ndim and ty.layout == "C" and ty.dtype in dtypes
 
 
-def _starts(context, builder, tys, values, row, row_ty):
+def row_starts(context, builder, tys, values, row, row_ty):
     """Pointers to row `row` (element [row, 0, ...]) of each array: no view is made (a view inside a
     prange loop costs reference counting per row: 25 us a 3072-row call)."""
     r = context.cast(builder, row, row_ty, types.intp)
@@ -91,39 +123,52 @@ def _starts(context, builder, tys, values, row, row_ty):
                                      [r] + [zero] * (ty.ndim - 1)) for ty, value in zip(tys, values)]
 
 
-def _row_dot(builder, nb, w, xq, xd, block):
+def _row_dot(builder, nb, w, xq, xd, block, low=None):
     """IR of sum over blocks b < nb of (f16(d_w[b]) * d_x[b]) * dot_b: w the weight row's plane pointers
-    (w[1] its fp16 scales), xq and xd x's row (codes, scales); `block(w, b)` gives block b's <32 x i8>
-    weight codes. Blocks go eight at a time (their scales decoded as one vector) into two float
-    accumulators of 8 lanes, even blocks to one and odd to the other (one fmuladd chain would wait on
-    itself), the last nb % 8 into the first; added up once at the end."""
+    (w[1] its fp16 scales), xq and xd x's row (codes, scales); `block(b, xq_b)` gives block b's <8 x i32>
+    integer dot with x's codes xq_b (<32 x i8>). Blocks go eight at a time (their scales decoded as one
+    vector) into two float accumulators of 8 lanes, even blocks to one and odd to the other (one fmuladd
+    chain would wait on itself), the last nb % 8 into the first; added up once at the end. `low`, when
+    given, is (m, s): pointers to the weight row's fp16 block minimums and x's fp32 s, whose products are
+    added too (eight blocks in one vector, the rest one by one)."""
     xq = builder.bitcast(xq, V32.as_pointer())
-    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F, [V8F] * 3), "llvm.fmuladd.v8f32")
-    accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in range(2)]
+    fmuladd = fmuladd8(builder)
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in range(3)]  # [2]: the minimums
+    tail = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
+
+    def eight_of(ptr, first, ty):
+        return builder.load(builder.bitcast(builder.gep(ptr, [first]), ir.VectorType(ty, 8).as_pointer()), align=2)
 
     def add_block(b, scale, acc):
-        dot = builder.sitofp(_dot8(builder, block(w, b), builder.load(builder.gep(xq, [b]), align=1)), V8F)
+        dot = builder.sitofp(block(b, builder.load(builder.gep(xq, [b]), align=1)), V8F)
         builder.store(builder.call(fmuladd, [dot, scale, builder.load(acc)]), acc)
 
     eight = ir.Constant(nb.type, 8)
     eights = builder.udiv(nb, eight)
     with cgutils.for_range(builder, eights) as loop:
         first = builder.mul(loop.index, eight)
-        d_w = builder.load(builder.bitcast(builder.gep(w[1], [first]), ir.VectorType(I16, 8).as_pointer()), align=2)
-        d_x = builder.load(builder.bitcast(builder.gep(xd, [first]), V8F.as_pointer()), align=4)
-        scales = builder.fmul(f16_value(builder, d_w), d_x)
+        scales = builder.fmul(f16_value(builder, eight_of(w[1], first, I16)), eight_of(xd, first, F32))
+        if low is not None:
+            mins = f16_value(builder, eight_of(low[0], first, I16))
+            builder.store(builder.call(fmuladd, [mins, eight_of(low[1], first, F32), builder.load(accs[2])]), accs[2])
         for i in range(8):
-            lane = builder.shuffle_vector(scales, scales, _lanes([i] * 8))
+            lane = builder.shuffle_vector(scales, scales, lanes([i] * 8))
             add_block(builder.add(first, ir.Constant(nb.type, i)), lane, accs[i % 2])
     with cgutils.for_range(builder, nb, start=builder.mul(eights, eight)) as loop:
         b = loop.index
         scale = builder.fmul(f16_value(builder, builder.load(builder.gep(w[1], [b]))), builder.load(builder.gep(xd, [b])))
-        add_block(b, _splat(builder, scale, 8), accs[0])
-    return _hsum(builder, builder.fadd(builder.load(accs[0]), builder.load(accs[1])))
+        add_block(b, splat(builder, scale, 8), accs[0])
+        if low is not None:
+            m = f16_value(builder, builder.load(builder.gep(low[0], [b])))
+            builder.store(builder.fadd(builder.load(tail), builder.fmul(m, builder.load(builder.gep(low[1], [b])))), tail)
+    total = hsum(builder, builder.fadd(builder.load(accs[0]), builder.load(accs[1])))
+    if low is None:
+        return total
+    return builder.fadd(total, builder.fadd(hsum(builder, builder.load(accs[2])), builder.load(tail)))
 
 
-def _x_ok(xq, xd, t) -> bool:
-    return _array(xq, 3, (types.int8,)) and _array(xd, 2, (types.float32,)) and isinstance(t, types.Integer)
+def x_ok(xq, xd, t) -> bool:
+    return c_array(xq, 3, (types.int8,)) and c_array(xd, 2, (types.float32,)) and isinstance(t, types.Integer)
 
 
 @intrinsic
@@ -131,16 +176,16 @@ def q8_0_row(typingctx, qs, d, r, xq, xd, t):
     """Row r of a Q8_0 matrix (qs (N, nb, 32) int8, d (N, nb) int16 fp16 bits) times row t of x rounded
     to 8 bits (xq (T, nb, 32) int8, xd (T, nb) fp32): sum over blocks b of (d[r, b] * xd[t, b]) *
     sum_j qs[r, b, j] * xq[t, b, j], fp32."""
-    if not (_array(qs, 3, (types.int8,)) and _array(d, 2, (types.int16,)) and isinstance(r, types.Integer)
-            and _x_ok(xq, xd, t)):
+    if not (c_array(qs, 3, (types.int8,)) and c_array(d, 2, (types.int16,)) and isinstance(r, types.Integer)
+            and x_ok(xq, xd, t)):
         return None
 
     def codegen(context, builder, signature, args):
-        w = _starts(context, builder, signature.args[:2], args[:2], args[2], r)
-        x = _starts(context, builder, signature.args[3:5], args[3:5], args[5], t)
+        w = row_starts(context, builder, signature.args[:2], args[:2], args[2], r)
+        x = row_starts(context, builder, signature.args[3:5], args[3:5], args[5], t)
 
-        def block(w, b):
-            return builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1)
+        def block(b, xq_b):
+            return _dot8(builder, builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1), xq_b)
 
         nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
         return _row_dot(builder, nb, w, *x, block)
@@ -148,40 +193,44 @@ def q8_0_row(typingctx, qs, d, r, xq, xd, t):
     return types.float32(qs, d, r, xq, xd, t), codegen
 
 
-def _nibble_row(fifth: bool):
-    """The row-dot intrinsic of the 4-bit (fifth False) or 5-bit legacy formats."""
+def _nibble_row(fifth: bool, has_min: bool):
+    """The row-dot intrinsic of one legacy 4/5-bit format: 5-bit (`fifth`) or 4-bit, with a block
+    minimum or without."""
 
-    def typer(typingctx, qs, d, qh, offset, r, xq, xd, t):
-        if not (_array(qs, 3, (types.uint8,)) and _array(d, 2, (types.int16,)) and _array(qh, 2, (types.int32,))
-                and isinstance(offset, types.Integer) and isinstance(r, types.Integer) and _x_ok(xq, xd, t)):
+    def typer(typingctx, qs, d, m, qh, r, xq, xd, xs, xo, t):
+        if not (c_array(qs, 3, (types.uint8,)) and c_array(d, 2, (types.int16,)) and c_array(m, 2, (types.int16,))
+                and c_array(qh, 2, (types.int32,)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)
+                and c_array(xs, 2, (types.float32,)) and c_array(xo, 3, (types.int32,))):
             return None
 
         def codegen(context, builder, signature, args):
-            planes = (0, 1, 2) if fifth else (0, 1)  # the stand-in qh of a 4-bit format is never touched
-            w = _starts(context, builder, [signature.args[i] for i in planes], [args[i] for i in planes], args[4], r)
-            x = _starts(context, builder, signature.args[5:7], args[5:7], args[7], t)
-            off = _splat(builder, builder.trunc(args[3], I8) if offset.bitwidth > 8 else args[3], 32)
+            w = row_starts(context, builder, signature.args[:4], args[:4], args[4], r)  # qs, d, m, qh
+            x = row_starts(context, builder, signature.args[5:9], args[5:9], args[9], t)  # xq, xd, xs, xo
+            xo = builder.bitcast(x[3], ir.VectorType(I32, 8).as_pointer())
 
-            def block(w, b):
+            def block(b, xq_b):
                 q = builder.load(builder.gep(builder.bitcast(w[0], ir.VectorType(I8, 16).as_pointer()), [b]), align=1)
-                h = builder.load(builder.gep(w[2], [b])) if fifth else None
-                return builder.sub(_nibble_codes(builder, q, h), off)
+                h = builder.load(builder.gep(w[3], [b])) if fifth else None
+                dot = udot8(builder, _nibble_codes(builder, q, h), xq_b)
+                return builder.sub(dot, builder.load(builder.gep(xo, [b]), align=4))
 
             nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
-            return _row_dot(builder, nb, w, *x, block)
+            return _row_dot(builder, nb, w, x[0], x[1], block, (w[2], x[2]) if has_min else None)
 
-        return types.float32(qs, d, qh, offset, r, xq, xd, t), codegen
+        return types.float32(qs, d, m, qh, r, xq, xd, xs, xo, t), codegen
 
-    typer.__name__ = typer.__qualname__ = "q5_row" if fifth else "q4_row"
-    return intrinsic(typer)
+    name = ("q5" if fifth else "q4") + ("_1" if has_min else "_0") + "_row"
+    typer.__name__ = typer.__qualname__ = name
+    func = intrinsic(typer)
+    func.__doc__ = f"""Row r of a {name[:4].upper()} matrix (qs (N, nb, 16) uint8, d and m (N, nb) int16 fp16 bits,
+    qh (N, nb) int32 fifth bits) times row t of x rounded to 8 bits (xq, xd as q8_0_row; xs (T, nb) fp32
+    q8_1's s): sum over blocks of (d_w * d_x) * sum_j (code_j - offset) * xq_j (+ m_w * s_x). The codes
+    are multiplied unsigned (`udot8`), the offset's part taken away as xo (T, nb, 8) int32
+    (`offset_sums`). Planes a format lacks (m, qh) are never read: any (N, 1) array stands in."""
+    return func
 
 
-q4_row = _nibble_row(False)
-q5_row = _nibble_row(True)
-q4_row.__doc__ = q5_row.__doc__ = """Row r of a Q4_0/Q4_1 (q4_row) or Q5_0/Q5_1 (q5_row, fifth bits qh (N, nb) int32)
-matrix, qs (N, nb, 16) uint8, d (N, nb) int16 fp16 bits, times row t of x rounded to 8 bits (xq, xd as
-q8_0_row): sum over blocks of (d_w * d_x) * sum_j (code_j - offset) * xq_j. The codes stay int8:
-offset <= 16 keeps code - offset within [-16, 31]."""
+q4_0_row, q4_1_row, q5_0_row, q5_1_row = (_nibble_row(f, m) for f in (False, True) for m in (False, True))
 
 
 @njit(inline="always", boundscheck=False)
@@ -217,6 +266,34 @@ def quantize_blocks(x):
             xd[i, b] = fp16_round(d)[1]
             xs[i, b] = fp16_round(float32(total) * d)[1]
     return xq, xd, xs
+
+
+@njit(inline="always", boundscheck=False)
+def offset_sums(xq, offset):
+    """xq (T, nb, 32) int8 -> (T, nb, 8) int32: offset * the sums of xq over 4 consecutive values, in
+    `udot8`'s lanes, so an unsigned code's dot minus this is the dot of (code - offset)."""
+    t, nb, _ = xq.shape
+    out = np.empty((t, nb, 8), np.int32)
+    for i in range(t):
+        for b in range(nb):
+            for j in range(8):
+                out[i, b, j] = offset * (int32(xq[i, b, 4 * j]) + int32(xq[i, b, 4 * j + 1]) + int32(xq[i, b, 4 * j + 2])
+                                         + int32(xq[i, b, 4 * j + 3]))
+    return out
+
+
+@njit(inline="always", boundscheck=False)
+def block_totals(xq, xd):
+    """(T, nb) fp32: each block's sum of the rounded x, d * sum(q) (exact: |sum(q)| < 2^12, d an fp16 value)."""
+    t, nb, _ = xq.shape
+    out = np.empty((t, nb), np.float32)
+    for i in range(t):
+        for b in range(nb):
+            total = int32(0)
+            for j in range(32):
+                total += int32(xq[i, b, j])
+            out[i, b] = float32(total) * xd[i, b]
+    return out
 
 
 def _rounded(x, xr, xs_less):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from numba import float32, int32, prange
 
-from gguflm.cpu.int8 import q4_row, q5_row, quantize_blocks
+from gguflm.cpu.int8 import offset_sums, q4_0_row, q4_1_row, q5_0_row, q5_1_row, quantize_blocks
 from gguflm.cpu.jit import f16_to_f32, kernel
 from gguflm.cpu.lanes import ROWS_PER_TASK
 
@@ -24,19 +24,18 @@ def nibble_matvec(qs, d, m, qh, offset, has_min, fifth, x, out):
     with it scaled by d_w * d_x, plus m_w * s_x for the formats with a minimum."""
     n, nb, _ = qs.shape
     xq, xd, xs = quantize_blocks(x)
+    xo = offset_sums(xq, int32(offset))
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                if fifth:
-                    acc = q5_row(qs, d, qh, offset, r, xq, xd, t)
+                if fifth and has_min:
+                    out[t, r] = q5_1_row(qs, d, m, qh, r, xq, xd, xs, xo, t)
+                elif fifth:
+                    out[t, r] = q5_0_row(qs, d, m, qh, r, xq, xd, xs, xo, t)
+                elif has_min:
+                    out[t, r] = q4_1_row(qs, d, m, qh, r, xq, xd, xs, xo, t)
                 else:
-                    acc = q4_row(qs, d, qh, offset, r, xq, xd, t)
-                if has_min:
-                    low = float32(0.0)
-                    for b in range(nb):
-                        low += f16_to_f32(m[r, b]) * xs[t, b]
-                    acc += low
-                out[t, r] = acc
+                    out[t, r] = q4_0_row(qs, d, m, qh, r, xq, xd, xs, xo, t)
 
 
 @kernel

@@ -3,10 +3,9 @@ low nibble weight 64j + l, high nibble 64j + 32 + l), Q5_K's qh uint8 (N, K/8) (
 32i + l's 16), scales uint8 (N, 12K/256) (8 six-bit scales and mins per superblock), dm fp16 (N, 2K/256)
 (d, dmin pairs).
 
-w = (d * sc) * q - (dmin * m) per 32-weight sub-block, the products rounded as ggml rounds them: the
-matvec sums (d * sc) * (q * x) in 32 lanes per row and the minimum once per sub-block as
-(dmin * m) * sum(x_sub) (the sub-block sums of x made once per call, inside the kernel); `expand`
-writes the rows as fp32 (GEMM path). The two formats share one superblock body (`add_superblock`).
+w = (d * sc) * q - (dmin * m) per 32-weight sub-block: the matvec rounds x to 8 bits per 32 values and
+takes integer block dots (`int8_k.q4_k_row`); `expand` writes the rows as fp32, rounded as ggml
+rounds them (GEMM path, which multiplies the same rounded x).
 """
 
 from __future__ import annotations
@@ -15,8 +14,10 @@ import numpy as np
 import torch
 from numba import float32, int32, njit, prange
 
+from gguflm.cpu.int8 import block_totals, quantize_blocks
+from gguflm.cpu.int8_k import q4_k_row, q5_k_row
 from gguflm.cpu.jit import bits_f32, f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, block_sums, lane_sum
+from gguflm.cpu.lanes import ROWS_PER_TASK
 
 NO_QH = np.zeros((1, 1, 32), np.uint8)  # Q4_K's stand-in for Q5_K's qh plane
 
@@ -29,62 +30,21 @@ def scale_min(b, i):
     return int32((b[i + 4] & 15) | ((b[i - 4] >> 6) << 4)), int32((b[i + 4] >> 4) | ((b[i] >> 6) << 4))
 
 
-@njit(inline="always", boundscheck=False)
-def add_superblock(acc, q, qh, sc, x, xsum, d, dmin, fifth):
-    """acc[l] += (d * sc_i) * (code * x) over one superblock (q (4, 32) nibble bytes, qh (32,) fifth bits
-    when `fifth`, sc its 12 scale bytes, x (8, 32), xsum (8,) the sub-blocks' sums of x); returns the
-    minimum's part, the sum over sub-blocks of (dmin * m_i) * xsum_i."""
-    low = float32(0.0)
-    for j in range(4):
-        sc_lo, m_lo = scale_min(sc, 2 * j)
-        sc_hi, m_hi = scale_min(sc, 2 * j + 1)
-        a_lo, a_hi = d * float32(sc_lo), d * float32(sc_hi)
-        for l in range(32):
-            lo = bits_f32(q[j, l], 0, 15)
-            hi = bits_f32(q[j, l], 4, 15)
-            if fifth:
-                lo += float32(16.0) * bits_f32(qh[l], 2 * j, 1)
-                hi += float32(16.0) * bits_f32(qh[l], 2 * j + 1, 1)
-            acc[l] += a_lo * (lo * x[2 * j, l])
-            acc[l] += a_hi * (hi * x[2 * j + 1, l])
-        low += (dmin * float32(m_lo)) * xsum[2 * j]
-        low += (dmin * float32(m_hi)) * xsum[2 * j + 1]
-    return low
-
-
 @kernel
-def q4_k_matvec(qs, scales, dm, x, out):
-    """qs (N, S, 4, 32) uint8, scales (N, S, 12) uint8, dm (N, S, 2) int16 (fp16 bits), x (T, S, 8, 32)
-    fp32 -> out (T, N) fp32."""
-    n, n_sb = qs.shape[0], qs.shape[1]
-    xsum = block_sums(x.reshape((x.shape[0], n_sb * 8, 32))).reshape((x.shape[0], n_sb, 8))
+def k4_matvec(qs, qh, scales, dm, fifth, x, out):
+    """qs (N, S, 4, 32) uint8, qh (N, S, 32) uint8 (Q5_K; NO_QH for Q4_K), scales (N, S, 12) uint8,
+    dm (N, S, 2) int16 (fp16 bits), x (T, 8S, 32) fp32 -> out (T, N) fp32: x rounded to 8 bits per
+    32 values (`quantize_blocks`), each row's dot by `q4_k_row` / `q5_k_row`."""
+    n = qs.shape[0]
+    xq, xd, _ = quantize_blocks(x)
+    xt = block_totals(xq, xd)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                low = float32(0.0)
-                for s in range(n_sb):
-                    low += add_superblock(acc, qs[r, s], NO_QH[0, 0], scales[r, s], x[t, s], xsum[t, s],
-                                          f16_to_f32(dm[r, s, 0]), f16_to_f32(dm[r, s, 1]), False)
-                out[t, r] = lane_sum(acc) - low
-
-
-@kernel
-def q5_k_matvec(qs, qh, scales, dm, x, out):
-    """As q4_k_matvec, with qh (N, S, 32) uint8 (the fifth bits)."""
-    n, n_sb = qs.shape[0], qs.shape[1]
-    xsum = block_sums(x.reshape((x.shape[0], n_sb * 8, 32))).reshape((x.shape[0], n_sb, 8))
-    for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
-        for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            for t in range(x.shape[0]):
-                acc[:] = 0
-                low = float32(0.0)
-                for s in range(n_sb):
-                    low += add_superblock(acc, qs[r, s], qh[r, s], scales[r, s], x[t, s], xsum[t, s],
-                                          f16_to_f32(dm[r, s, 0]), f16_to_f32(dm[r, s, 1]), True)
-                out[t, r] = lane_sum(acc) - low
+                if fifth:
+                    out[t, r] = q5_k_row(qs, qh, scales, dm, r, xq, xd, xt, t)
+                else:
+                    out[t, r] = q4_k_row(qs, qh, scales, dm, r, xq, xd, xt, t)
 
 
 @kernel
@@ -113,16 +73,10 @@ def planes(parts):
             dm.view(torch.int16).numpy().reshape(n, n_sb, 2))
 
 
-def _x(planes, x):
-    return x.numpy().reshape(x.shape[0], planes[0].shape[1], 8, 32)
-
-
-def q4_k(planes, x, out) -> None:
-    q4_k_matvec(*planes, _x(planes, x), out.numpy())
-
-
-def q5_k(planes, x, out) -> None:
-    q5_k_matvec(*planes, _x(planes, x), out.numpy())
+def matvec(planes, x, out) -> None:
+    qs, scales, dm = planes[0], planes[-2], planes[-1]
+    fifth = len(planes) == 4
+    k4_matvec(qs, planes[1] if fifth else NO_QH, scales, dm, fifth, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
 
 
 def expand(planes, out) -> None:

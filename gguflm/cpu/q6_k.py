@@ -3,18 +3,20 @@
 g // 2 of ql[64h + 32 (g % 2) + l] with bits 2g, 2g + 1 of qh[32h + l] above it; its sub-block of 16
 is 8h + 2g + l // 16.
 
-w = (d * sc) * (q - 32): the matvec sums (d * sc) * ((q - 32) * x) in 32 lanes per row (lanes 0-15 and
-16-31 of a 32-weight group have their own sub-block scale); `expand` writes the rows as fp32 (GEMM path).
+w = (d * sc) * (q - 32): the matvec rounds x to 8 bits per 32 values and takes integer dots of each
+16-weight sub-block (`int8_k.q6_k_row`); `expand` writes the rows as fp32 (GEMM path, which multiplies
+the same rounded x).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from numba import float32, njit, prange
+from numba import float32, int32, njit, prange
 
+from gguflm.cpu.int8 import offset_sums, quantize_blocks
+from gguflm.cpu.int8_k import q6_k_row
 from gguflm.cpu.jit import bits_f32, f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+from gguflm.cpu.lanes import ROWS_PER_TASK
 
 
 @njit(inline="always", boundscheck=False)
@@ -24,38 +26,17 @@ def code(ql, qh, h, g, l):
             - float32(32.0))
 
 
-@njit(inline="always", boundscheck=False)
-def add_lanes(acc, lanes, ql, qh, x, a0, a1, a2, a3):
-    """acc[l] += a_g * ((q - 32) * x[g, l]) for l in `lanes` over the four 32-weight groups g of one half
-    superblock (ql (64,), qh (32,), x (4, 32)), written out so every shift is a constant."""
-    for l in lanes:
-        qa, qb, hb = ql[l], ql[32 + l], qh[l]
-        acc[l] += a0 * ((bits_f32(qa, 0, 15) + float32(16.0) * bits_f32(hb, 0, 3) - float32(32.0)) * x[0, l])
-        acc[l] += a1 * ((bits_f32(qb, 0, 15) + float32(16.0) * bits_f32(hb, 2, 3) - float32(32.0)) * x[1, l])
-        acc[l] += a2 * ((bits_f32(qa, 4, 15) + float32(16.0) * bits_f32(hb, 4, 3) - float32(32.0)) * x[2, l])
-        acc[l] += a3 * ((bits_f32(qb, 4, 15) + float32(16.0) * bits_f32(hb, 6, 3) - float32(32.0)) * x[3, l])
-
-
 @kernel
 def q6_k_matvec(ql, qh, scales, d, x, out):
     """ql (N, S, 2, 64) uint8, qh (N, S, 2, 32) uint8, scales (N, S, 16) int8, d (N, S) int16 (fp16 bits),
-    x (T, S, 2, 4, 32) fp32 -> out (T, N) fp32."""
-    n, n_sb = ql.shape[0], ql.shape[1]
+    x (T, 8S, 32) fp32 -> out (T, N) fp32: x rounded to 8 bits per 32 values, each row's dot by `q6_k_row`."""
+    n = ql.shape[0]
+    xq, xd, _ = quantize_blocks(x)
+    xo = offset_sums(xq, int32(32))
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                for s in range(n_sb):
-                    scale = f16_to_f32(d[r, s])
-                    sc = scales[r, s]
-                    for h in range(2):
-                        a = 8 * h
-                        add_lanes(acc, range(16), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a]),
-                                  scale * float32(sc[a + 2]), scale * float32(sc[a + 4]), scale * float32(sc[a + 6]))
-                        add_lanes(acc, range(16, 32), ql[r, s, h], qh[r, s, h], x[t, s, h], scale * float32(sc[a + 1]),
-                                  scale * float32(sc[a + 3]), scale * float32(sc[a + 5]), scale * float32(sc[a + 7]))
-                out[t, r] = lane_sum(acc)
+                out[t, r] = q6_k_row(ql, qh, scales, d, r, xq, xd, xo, t)
 
 
 @kernel
@@ -81,7 +62,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], planes[0].shape[1], 2, 4, 32), out.numpy())
+    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
 
 
 def expand(planes, out) -> None:
