@@ -74,8 +74,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     weights = {name: quants.pack(torch.from_numpy(np.ascontiguousarray(random_rows(name, args.n, args.k, rng))),
                                  QT[name]) for name in names}
-    x = torch.randn(1, args.k)
-    out = torch.empty(1, args.n)
+    x = torch.randn(1, args.k).numpy()  # the matvecs take numpy arrays
+    out = np.empty((1, args.n), dtype=np.float32)
     step = ops.EXPAND_BYTES // (4 * args.k)  # the GEMM path's chunk of rows
     buf = torch.empty(step, args.k)
     cases = [("matvec", 1), ("matvec", 2), ("expand", 1), ("expand", 2)]

@@ -10,6 +10,7 @@ REL_LOGITS, greedy ids equal.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,9 +36,9 @@ def test_qkv_heads_are_the_reference_bit_for_bit(mode, rot_dim, t):
     positions = torch.arange(7, 7 + t) * 13
     angles = ops.rope_angles(rope, positions)
     want = ops.qkv_heads(qkv, positions, rope, 6, 2, angles=angles)
-    got = step.qkv_heads(qkv, angles, 6, 2, 16, mode)
+    got = step.qkv_heads(qkv.numpy(), tuple(a.numpy() for a in angles), 6, 2, 16, mode)
     for g, w in zip(got, want):
-        assert g.shape == w.shape and torch.equal(g, w)
+        assert g.shape == w.shape and torch.equal(torch.from_numpy(g), w)
 
 
 @pytest.mark.parametrize("t,dim", [(1, 64), (3, 576), (2, 5)])
@@ -45,14 +46,14 @@ def test_norms_and_silu_equal_the_reference(t, dim):
     gen = torch.Generator().manual_seed(dim)
     x, y, weight = torch.randn(t, dim, generator=gen), torch.randn(t, dim, generator=gen), torch.randn(dim, generator=gen)
     out = torch.empty(t, dim)
-    step.rmsnorm(x, weight.numpy(), 1e-5, out)
+    step.rmsnorm(x.numpy(), weight.numpy(), 1e-5, out.numpy())
     assert close(out, ops.rmsnorm(x, weight, 1e-5), REL_OP)
     residual = x.clone()
-    step.add_rmsnorm(residual, y, weight.numpy(), 1e-6, out)
+    step.add_rmsnorm(residual.numpy(), y.numpy(), weight.numpy(), 1e-6, out.numpy())
     assert torch.equal(residual, x + y)  # the residual add in place, rounded as the reference's
     assert close(out, ops.rmsnorm(x + y, weight, 1e-6), REL_OP)
     gate_up = torch.randn(t, 2 * dim, generator=gen) * 4
-    assert close(step.silu_mul(gate_up), ops.silu_mul(gate_up), REL_OP)
+    assert close(torch.from_numpy(step.silu_mul(gate_up.numpy())), ops.silu_mul(gate_up), REL_OP)
 
 
 @pytest.mark.parametrize("hd,n_heads,n_kv", [(16, 6, 2), (12, 3, 3), (64, 9, 3)])  # 12: a tail past 8 lanes
@@ -65,9 +66,9 @@ def test_cached_attention_equals_the_reference(hd, n_heads, n_kv, pos):
     kc_ref, vc_ref = kc.clone(), vc.clone()
     kc_ref[1, :, pos], vc_ref[1, :, pos] = k[0], v[0]
     want = ops.attention(q, kc_ref[1, :, : pos + 1], vc_ref[1, :, : pos + 1])
-    got = step.attend_cached(q, k, v, (kc.numpy(), vc.numpy()), 1, torch.tensor([pos]).numpy())
+    got = step.attend_cached(q.numpy(), k.numpy(), v.numpy(), (kc.numpy(), vc.numpy()), 1, np.array([pos]))
     assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)  # stored in layer 1 only, at pos only
-    assert close(got, want, REL_OP)
+    assert close(torch.from_numpy(got), want, REL_OP)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])

@@ -41,7 +41,8 @@ class CpuKernel:
     """The CPU kernels of one format family (`QuantFormat.kernel`)."""
 
     name: str
-    matvec: Callable[[tuple, torch.Tensor, torch.Tensor], None]  # (parts or planes, x (T, K), out (T, N))
+    # (parts or planes, x (T, K) fp32, out (T, N) fp32): numpy arrays, C-contiguous
+    matvec: Callable[[tuple, np.ndarray, np.ndarray], None]
     expand: Callable[[tuple, torch.Tensor], None]  # (parts or planes of R rows, out (R, K) fp32)
     block: int = 32  # row lengths must be a multiple of this
     # parts -> the arrays matvec and expand take instead (numpy views, rows along dim 0), made once per
@@ -133,7 +134,9 @@ def linear(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor 
     gemm = x.shape[0] >= GEMM_ROWS
     if isinstance(w, PackedWeight) and (prepared(w) is None or (gemm and w.parts[0].dtype == torch.float32)):
         return ops.linear(x, w, bias)
-    return _products(x, w, bias, n_threads, gemm, ops.linear)
+    if not gemm:
+        return torch.from_numpy(matvecs(_array(x), w, _bias(bias), n_threads))
+    return _gemm_products(x, w, bias, n_threads)
 
 
 def linear_rows(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None = None,
@@ -142,16 +145,33 @@ def linear_rows(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Te
     what `linear` gives that row as a one-row product."""
     if isinstance(w, PackedWeight) and prepared(w) is None:
         return ops.linear_rows(x, w, bias)
-    return _products(x, w, bias, n_threads, False, ops.linear_rows)
+    return torch.from_numpy(matvecs(_array(x), w, _bias(bias), n_threads, ops.linear_rows))
 
 
-def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None, n_threads: int,
-              gemm: bool, reference: Callable) -> torch.Tensor:
-    """The product of each piece of `w` into its columns of one output; a piece without a kernel by
+def linear_array(x: np.ndarray, w: PackedWeight | StackedWeight, bias: np.ndarray | None = None,
+                 n_threads: int = 1) -> np.ndarray:
+    """`linear` on numpy arrays (x (T, K) fp32 C-contiguous, bias (N,) fp32): the CPU backend's layer loop
+    keeps its activations as arrays (a tensor's creation and its `.numpy()` cost 2-4 us each, some 10 a
+    product at decode)."""
+    if x.shape[0] < GEMM_ROWS:
+        return matvecs(x, w, bias, n_threads)
+    return linear(torch.from_numpy(x), w, None if bias is None else torch.from_numpy(bias), n_threads).numpy()
+
+
+def _array(x: torch.Tensor) -> np.ndarray:
+    return x.float().contiguous().numpy()
+
+
+def _bias(bias: torch.Tensor | None) -> np.ndarray | None:
+    return None if bias is None else bias.float().numpy()
+
+
+def matvecs(x: np.ndarray, w: PackedWeight | StackedWeight, bias: np.ndarray | None = None, n_threads: int = 1,
+            reference: Callable = ops.linear) -> np.ndarray:
+    """x (T, K) fp32 C-contiguous @ W^T (+ bias) -> (T, N) fp32, each row by the matvec (so as if alone),
+    each piece of a stacked weight into its columns of one output; a piece without a kernel by
     `reference` (ops.linear, or ops.linear_rows for row-exact products)."""
-    x = x.float().contiguous()
-    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
-    rounded = None  # x as the int8 matvecs round it, made once for the GEMM path's pieces that need it
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
     at = 0
     stacked = isinstance(w, StackedWeight)
     for piece in w.pieces if stacked else (w,):
@@ -159,24 +179,50 @@ def _products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tens
         cols = out[:, at : at + n] if stacked else out  # (T, n) of this piece: contiguous where T == 1
         at += n
         prep = prepared(piece)
-        if prep is None or (gemm and piece.parts[0].dtype == torch.float32):
-            cols.copy_(reference(x, piece))
+        if prep is None:
+            cols[...] = reference(torch.from_numpy(x), piece).numpy()
             continue
         kern, planes, nbytes = prep
-        part = cols if not stacked or cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
+        part = cols if cols.flags.c_contiguous else np.empty(cols.shape, dtype=np.float32)
         with _LAUNCH:
-            _use_threads(n_threads if gemm or nbytes >= PARALLEL_BYTES else 1)
-            if gemm and kern.rounds_x:
+            _use_threads(n_threads if nbytes >= PARALLEL_BYTES else 1)
+            kern.matvec(planes, x, part)
+        if part is not cols:
+            cols[...] = part
+    if bias is not None:
+        out += bias
+    return out
+
+
+def _gemm_products(x: torch.Tensor, w: PackedWeight | StackedWeight, bias: torch.Tensor | None,
+                   n_threads: int) -> torch.Tensor:
+    """The GEMM path's product of each piece of `w` into its columns of one output; a piece without a
+    kernel, or held as fp32, by ops.linear."""
+    x = x.float().contiguous()
+    out = torch.empty((x.shape[0], w.shape[0]), dtype=torch.float32)
+    rounded = None  # x as the int8 matvecs round it, made once for the pieces that need it
+    at = 0
+    for piece in w.pieces if isinstance(w, StackedWeight) else (w,):
+        n = piece.parts[0].shape[0]
+        cols = out[:, at : at + n]
+        at += n
+        prep = prepared(piece)
+        if prep is None or piece.parts[0].dtype == torch.float32:
+            cols.copy_(ops.linear(x, piece))
+            continue
+        kern, planes, _ = prep
+        part = cols if cols.is_contiguous() else torch.empty(cols.shape, dtype=torch.float32)
+        with _LAUNCH:
+            _use_threads(n_threads)
+            if kern.rounds_x:
                 if rounded is None:
                     rounded = int8.rounded(x)
                 _gemm(rounded[0], piece, kern, planes, part)
                 if kern.minimum is not None:  # the minimum meets s, not the rounded block's sum
                     m = torch.from_numpy(kern.minimum(planes)).view(torch.float16).float()  # (N, K/32)
                     part += rounded[1] @ m.T
-            elif gemm:
-                _gemm(x, piece, kern, planes, part)
             else:
-                kern.matvec(planes, x, part)
+                _gemm(x, piece, kern, planes, part)
         if part is not cols:
             cols.copy_(part)
     return out if bias is None else out + bias

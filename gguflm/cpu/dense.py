@@ -64,12 +64,12 @@ def bf16_matvec(w, x, out):
 def matvec(parts, x, out) -> None:
     (w,) = parts
     n, k = w.shape
-    xb = x.numpy().reshape(x.shape[0], k // 32, 32)
+    xb = x.reshape(x.shape[0], k // 32, 32)
     if w.dtype == torch.float32:
-        f32_matvec(w.numpy().reshape(n, k // 32, 32), xb, out.numpy())
+        f32_matvec(w.numpy().reshape(n, k // 32, 32), xb, out)
     else:
         run = f16_matvec if w.dtype == torch.float16 else bf16_matvec
-        run(w.view(torch.int16).numpy().reshape(n, k // 32, 32), xb, out.numpy())
+        run(w.view(torch.int16).numpy().reshape(n, k // 32, 32), xb, out)
 
 
 def expand(parts, out) -> None:

@@ -86,7 +86,7 @@ def nl_planes(parts):
 
 def nl_matvec(planes, x, out) -> None:
     qs, d = planes
-    iq4_nl_matvec(qs, d, x.numpy().reshape(x.shape[0], qs.shape[1], 32), out.numpy())
+    iq4_nl_matvec(qs, d, x.reshape(x.shape[0], qs.shape[1], 32), out)
 
 
 def nl_expand(planes, out) -> None:
@@ -146,7 +146,7 @@ def xs_planes(parts):
 
 def xs_matvec(planes, x, out) -> None:
     qs, scales_l, scales_h, d = planes
-    iq4_xs_matvec(qs, scales_l, scales_h, d, x.numpy().reshape(x.shape[0], qs.shape[1], 8, 32), out.numpy())
+    iq4_xs_matvec(qs, scales_l, scales_h, d, x.reshape(x.shape[0], qs.shape[1], 8, 32), out)
 
 
 def xs_expand(planes, out) -> None:

@@ -73,7 +73,7 @@ def family(has_min: bool, fifth: bool):
         return qs.numpy().reshape(n, nb, 16), d.view(torch.int16).numpy(), m, qh
 
     def matvec(planes, x, out) -> None:
-        nibble_matvec(*planes, offset, has_min, fifth, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
+        nibble_matvec(*planes, offset, has_min, fifth, x.reshape(x.shape[0], -1, 32), out)
 
     def expand(planes, out) -> None:
         qs = planes[0]

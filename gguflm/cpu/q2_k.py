@@ -69,9 +69,9 @@ def planes(parts):
 
 def matvec(planes, x, out) -> None:
     qs, scales, dm = planes
-    xs = x.view(x.shape[0], qs.shape[1], 2, 4, 32)
-    xsum = x.view(x.shape[0], qs.shape[1], 16, 16).sum(-1)
-    q2_k_matvec(qs, scales, dm, xs.numpy(), xsum.numpy(), out.numpy())
+    xs = x.reshape(x.shape[0], qs.shape[1], 2, 4, 32)
+    xsum = np.ascontiguousarray(x.reshape(x.shape[0], qs.shape[1], 16, 16).sum(-1, dtype=np.float32))
+    q2_k_matvec(qs, scales, dm, xs, xsum, out)
 
 
 def expand(planes, out) -> None:

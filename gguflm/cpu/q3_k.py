@@ -77,7 +77,7 @@ def planes(parts):
 
 def matvec(planes, x, out) -> None:
     qs, hmask, scales, d = planes
-    q3_k_matvec(qs, hmask, scales, d, x.numpy().reshape(x.shape[0], qs.shape[1], 2, 4, 32), out.numpy())
+    q3_k_matvec(qs, hmask, scales, d, x.reshape(x.shape[0], qs.shape[1], 2, 4, 32), out)
 
 
 def expand(planes, out) -> None:

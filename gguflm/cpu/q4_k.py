@@ -76,7 +76,7 @@ def planes(parts):
 def matvec(planes, x, out) -> None:
     qs, scales, dm = planes[0], planes[-2], planes[-1]
     fifth = len(planes) == 4
-    k4_matvec(qs, planes[1] if fifth else NO_QH, scales, dm, fifth, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
+    k4_matvec(qs, planes[1] if fifth else NO_QH, scales, dm, fifth, x.reshape(x.shape[0], -1, 32), out)
 
 
 def expand(planes, out) -> None:

@@ -62,7 +62,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    q6_k_matvec(*planes, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
+    q6_k_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def expand(planes, out) -> None:

@@ -45,7 +45,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    q8_0_matvec(*planes, x.numpy().reshape(x.shape[0], -1, 32), out.numpy())
+    q8_0_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def expand(planes, out) -> None:

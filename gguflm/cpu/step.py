@@ -2,7 +2,8 @@
 each where the reference (`gguflm.ops`) takes several torch ops (6 for an RMSNorm, some 20 for the
 QKV split and RoPE), which at decode's one row cost more in dispatch than in arithmetic.
 
-Each works row by row (a row's result never depends on the others: batched decode rows stay equal
+They take and give numpy arrays (fp32, C-contiguous), as the CPU backend's layer loop keeps its
+activations. Each works row by row (a row's result never depends on the others: batched decode rows stay equal
 to lone ones) and rounds as the reference op does: `qkv_heads` bit for bit (products and sums in
 the reference's order, no FMA); the norms differ only in how the mean of squares is summed (here in
 fp64), SiLU only in the exp's last bit (libm's expf against torch's vectorized one).
@@ -11,7 +12,6 @@ fp64), SiLU only in the exp's last bit (libm's expf against torch's vectorized o
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numba import float32, float64
 
 from gguflm.cpu.jit import serial
@@ -119,41 +119,40 @@ def _attend_cached(q, k, v, kc, vc, layer, positions, scale, out):
                 out[r, head * hd + i] = acc[i] / total
 
 
-def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caches: tuple[np.ndarray, np.ndarray], layer: int,
-                  positions: np.ndarray) -> torch.Tensor:
-    """ops.attention of q (T, H, hd) over an fp32 cache (both (L, KV, ctx, hd) numpy) after storing k, v at
+def attend_cached(q: np.ndarray, k: np.ndarray, v: np.ndarray, caches: tuple[np.ndarray, np.ndarray], layer: int,
+                  positions: np.ndarray) -> np.ndarray:
+    """ops.attention of q (T, H, hd) over an fp32 cache (both (L, KV, ctx, hd)) after storing k, v at
     `positions` (T,) int64 in layer `layer`, each query seeing rows up to its own position: (T, H * hd)."""
     t, n_heads, hd = q.shape
-    out = torch.empty((t, n_heads * hd), dtype=torch.float32)
-    _attend_cached(q.numpy(), k.numpy(), v.numpy(), *caches, layer, positions, np.float32(1.0 / np.sqrt(hd)),
-                   out.numpy())
+    out = np.empty((t, n_heads * hd), dtype=np.float32)
+    _attend_cached(q, k, v, *caches, layer, positions, np.float32(1.0 / np.sqrt(hd)), out)
     return out
 
 
-def rmsnorm(x: torch.Tensor, weight: np.ndarray, eps: float, out: torch.Tensor) -> None:
-    """out (T, D) = ops.rmsnorm(x, weight, eps); weight fp32 (D,) numpy."""
-    _rmsnorm(x.numpy(), weight, np.float32(eps), out.numpy())
+def rmsnorm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
+    """out (T, D) = ops.rmsnorm(x, weight, eps); weight fp32 (D,)."""
+    _rmsnorm(x, weight, np.float32(eps), out)
 
 
-def add_rmsnorm(x: torch.Tensor, y: torch.Tensor, weight: np.ndarray, eps: float, out: torch.Tensor) -> None:
-    """x += y in place (x (T, D) contiguous fp32), then out = ops.rmsnorm(x, weight, eps)."""
-    _add_rmsnorm(x.numpy(), y.numpy(), weight, np.float32(eps), out.numpy())
+def add_rmsnorm(x: np.ndarray, y: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
+    """x += y in place (x (T, D) C-contiguous fp32), then out = ops.rmsnorm(x, weight, eps)."""
+    _add_rmsnorm(x, y, weight, np.float32(eps), out)
 
 
-def qkv_heads(qkv: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor], n_heads: int, n_kv: int, hd: int,
-              mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ops.qkv_heads without per-head norms, bit for bit: q (T, n_heads, hd), k and v (T, n_kv, hd)."""
+def qkv_heads(qkv: np.ndarray, angles: tuple[np.ndarray, np.ndarray], n_heads: int, n_kv: int, hd: int,
+              mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ops.qkv_heads without per-head norms, bit for bit: q (T, n_heads, hd), k and v (T, n_kv, hd);
+    angles (cos, sin) (T, rot / 2) each."""
     t = qkv.shape[0]
-    q = torch.empty((t, n_heads, hd), dtype=torch.float32)
-    k = torch.empty((t, n_kv, hd), dtype=torch.float32)
-    v = torch.empty((t, n_kv, hd), dtype=torch.float32)
-    cos, sin = angles
-    _qkv_heads(qkv.contiguous().numpy(), cos.numpy(), sin.numpy(), mode == "neox", q.numpy(), k.numpy(), v.numpy())
+    q = np.empty((t, n_heads, hd), dtype=np.float32)
+    k = np.empty((t, n_kv, hd), dtype=np.float32)
+    v = np.empty((t, n_kv, hd), dtype=np.float32)
+    _qkv_heads(qkv, *angles, mode == "neox", q, k, v)
     return q, k, v
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+def silu_mul(gate_up: np.ndarray) -> np.ndarray:
     """ops.silu_mul of a (T, 2F) product -> (T, F)."""
-    out = torch.empty((gate_up.shape[0], gate_up.shape[1] // 2), dtype=torch.float32)
-    _silu_mul(gate_up.contiguous().numpy(), out.numpy())
+    out = np.empty((gate_up.shape[0], gate_up.shape[1] // 2), dtype=np.float32)
+    _silu_mul(gate_up, out)
     return out
