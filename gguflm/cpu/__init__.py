@@ -1,10 +1,12 @@
 """The CPU kernels: a matvec per format family that reads the packed blocks where they lie, and the
 GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
 
-Q8_0 and the legacy 4/5-bit formats round x to 8 bits per 32-value block, as llama.cpp does: their
-matvecs take integer block dots (`int8`) and their GEMM path multiplies the same rounded x, so
-prefill and decode compute one product. The other formats dequantize and multiply in fp32, equal to
-the reference's products to fp32 summation order (models.md, "CPU backend").
+Q8_0, the legacy 4/5-bit formats and Q4_K, Q5_K, Q6_K round x to 8 bits per 32-value block, as
+llama.cpp does: their matvecs take integer block dots (`int8`, `int8_k`) and their GEMM path
+multiplies the same rounded x, so prefill and decode compute one product. The other formats (the
+float ones, Q2_K, Q3_K, IQ4) dequantize and multiply in fp32, equal to the reference's products to
+fp32 summation order (models.md, "CPU backend"). The matvecs take numpy arrays (`matvecs`,
+`linear_array`: the CPU backend's layer loop); `linear` and `linear_rows` are their tensor face.
 A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
 an F32 prefill is torch's GEMM on the weight as it lies.
 """

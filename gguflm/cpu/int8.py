@@ -6,11 +6,13 @@ with those 32 integers and summed exactly in int32, then scaled by d_w * d_x. Fo
 minimum (Q4_1, Q5_1) x also carries s = d * sum(q) (fp16, ggml's `q8_1`), so the minimum costs one
 multiply per block.
 
-A row's dot is written as LLVM vector code (`q8_0_row`, `q4_0_row` and the other legacy formats'): per block 32 int8 lanes
-widened to 16 bits, multiplied and added in pairs (`vpmaddwd` on x86, `sdot`-class code elsewhere),
-the 8 int32 partial sums converted and added into 8 fp32 lanes with the block's scale (one FMA), the
-lanes added once per row. numba's own integer arithmetic is int64, which LLVM leaves scalar: written
-in numba the same scheme ran at 1.8 GB/s (models.md, "Why numba").
+A row's dot is written as LLVM vector code (`q8_0_row`; `q4_0_row` and the other legacy formats';
+the k-quants' in `int8_k`): per block 32 int8 lanes multiplied and summed to 8 int32 partial sums
+(Q8_0: widened to 16 bits and added in pairs, `vpmaddwd`; the unsigned codes of the other formats:
+`vpmaddubsw` on AVX2, `udot8`, their offset taken away as x's own sums), converted and added into 8
+fp32 lanes with the block's scale (one FMA), the lanes added once per row. numba's own integer
+arithmetic is int64, which LLVM leaves scalar: written in numba the same scheme ran at 1.8 GB/s
+(models.md, "Why numba").
 """
 
 from __future__ import annotations
