@@ -1,10 +1,10 @@
 """The CPU backend against the reference (the oracle): its kernels per format, whole models of every format
 it runs, batched rows, threads, and SmolLM2's exact-math references.
 
-Tolerance, per format. The float formats (and Q2_K, Q3_K, IQ4) keep activations fp32: the two
+Tolerance, per format. The float formats (and IQ4) keep activations fp32: the two
 backends differ only in the order fp32 products are summed: a product within REL_PRODUCT of the float64
 one (relative to its largest value), logits within REL_LOGITS of the reference's. Q8_0, Q4_0, Q4_1,
-Q5_0, Q5_1 (INT8_FORMATS) and Q4_K, Q5_K, Q6_K (KQUANTS) round x to 8 bits per 32-value block as
+Q5_0, Q5_1 (INT8_FORMATS) and Q4_K, Q5_K, Q6_K (KQUANTS; Q2_K, Q3_K in test_cpu_kernels_more) round x to 8 bits per 32-value block as
 llama.cpp does (q8_0 / q8_1), in the matvec and the GEMM path alike: a product is within REL_PRODUCT
 of the float64 product of the weights with that rounded x, and the rounding itself is held to
 llama.cpp's rule for a quantized product (test-backend-ops: NMSE <= 5e-4), for a product and for a
@@ -23,14 +23,13 @@ import torch
 
 import gguflm
 from gguflm import cpu, ops, quants
+from int8_rule import (NMSE, REL_PRODUCT, assert_greedy_ids_equal_the_reference, int8_oracle, logits_close, nmse,
+                       rounded_x)
 from gguflm.errors import GGUFLMError
 from gguflm.registry import Registry
 from gguflm.synthetic import SyntheticSpec, write_synthetic_gguf
 from gguflm.threads import check_threads, physical_cores
 
-REL_PRODUCT = 2e-6
-REL_LOGITS = 1e-4
-NMSE = 5e-4  # llama.cpp's bound on a product with 8-bit activations: sum (got - want)^2 / sum want^2
 ABS_LOGITS_INT8 = 2.0  # SmolLM2's decode-path logits against exact math: measured 1.62 (llama.cpp's own: 1.26)
 MEAN_LOGITS_INT8 = 0.3  # ... and their mean error: measured 0.19 (llama.cpp's: 0.32)
 FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
@@ -58,32 +57,6 @@ def packed(qtype: str, n: int, k: int, seed: int = 0) -> quants.PackedWeight:
 
 
 # ---------------------------------------------------------------------------- the kernels
-
-
-def nmse(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float(((got.double() - want.double()) ** 2).sum() / (want.double() ** 2).sum())
-
-
-def rounded_x(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x (T, K) as llama.cpp rounds it for a quantized product, made with gguf-py's Q8_0: (the rounded
-    values (T, K) float64, s (T, K/32) float64: q8_1's fp16(d * sum(q)) with the unrounded d)."""
-    blocks = gguf.quants.quantize(x.numpy(), QT.Q8_0).reshape(x.shape[0], -1, 34)
-    d = blocks[..., :2].copy().view(np.float16).astype(np.float64)  # (T, nb, 1)
-    q = blocks[..., 2:].view(np.int8).astype(np.float64)  # (T, nb, 32)
-    amax = np.abs(x.numpy().reshape(q.shape)).max(-1, keepdims=True)
-    s = (q.sum(-1, keepdims=True).astype(np.float32) * (amax / np.float32(127))).astype(np.float16)
-    return torch.from_numpy((d * q).reshape(x.shape)), torch.from_numpy(s[..., 0].astype(np.float64))
-
-
-def int8_oracle(x: torch.Tensor, w: quants.PackedWeight) -> torch.Tensor:
-    """The product llama.cpp computes for a legacy format: dequantized weights times the rounded x, the
-    minimum of Q4_1/Q5_1 blocks (w = d q + m) meeting s rather than the sum of the rounded block."""
-    xr, s = rounded_x(x)
-    want = xr @ w.dequantize().double().T
-    if w.fmt.name in ("Q4_1", "Q5_1"):
-        m = w.parts[2].view(torch.float16).double()  # (N, nb)
-        want += (s - xr.reshape(s.shape[0], -1, 32).sum(-1)) @ m.T
-    return want
 
 
 @pytest.mark.parametrize("qtype", FORMATS)
@@ -154,7 +127,7 @@ def test_gemm_path_matches_the_reference_expansion():
         assert torch.equal(cpu.linear(x, w), xr @ w.dequantize().T)
 
 
-@pytest.mark.parametrize("qtype", INT8_FORMATS + KQUANTS)
+@pytest.mark.parametrize("qtype", INT8_FORMATS + KQUANTS + ["Q2_K", "Q3_K"])
 def test_prefill_and_decode_compute_one_product(qtype):
     """The GEMM path and the matvec of a format that rounds x give one product, up to summation order."""
     w = kpacked(qtype, 37, 512) if qtype.endswith("_K") else packed(qtype, 37, 96)
@@ -166,7 +139,8 @@ def test_prefill_and_decode_compute_one_product(qtype):
 
 @pytest.mark.parametrize("qtype,module,name", [("Q4_0", "nibbles", "nibble_matvec"), ("Q5_1", "nibbles", "nibble_matvec"),
                                                ("Q4_K", "q4_k", "k4_matvec"), ("Q5_K", "q4_k", "k4_matvec"),
-                                               ("Q6_K", "q6_k", "q6_k_matvec")])
+                                               ("Q6_K", "q6_k", "q6_k_matvec"), ("Q3_K", "q3_k", "q3_k_matvec"),
+                                               ("Q2_K", "q2_k", "q2_k_matvec")])
 def test_integer_dots_without_avx2_give_the_same_products(qtype, module, name, monkeypatch):
     """Where numba compiles for a CPU without AVX2 (Arm, older x86) the dots of unsigned codes are plain
     vector IR instead of `vpmaddubsw`: the same exact integer sums in the same lanes, so the same
@@ -209,44 +183,6 @@ def pair(request, tmp_path_factory):
 
 def test_cpu_is_the_default_backend_on_the_cpu(pair):
     assert type(pair[1].backend).__name__ == "CpuBackend" and pair[1].backend.threads == 2
-
-
-def logits_close(got: torch.Tensor, want: torch.Tensor, int8: bool) -> bool:
-    """The fast path's logits against the reference's: llama.cpp's rule where activations were rounded."""
-    if int8:
-        return nmse(got, want) <= NMSE
-    return bool((got - want).abs().max() <= REL_LOGITS * want.abs().max())
-
-
-def greedy_steps(model, prompt: list[int], n: int) -> tuple[list[int], list[torch.Tensor]]:
-    """Greedy ids and the logits each was chosen from, by the model's own prefill and decode steps."""
-    b = model.backend
-    cache = b.new_cache(len(prompt) + n + 1)
-    logits, ids, steps = b.prefill_last(prompt, cache), [], []
-    for _ in range(n):
-        steps.append(logits)
-        ids.append(int(logits.argmax()))
-        logits = b.decode(ids[-1], cache)
-    return ids, steps
-
-
-def assert_greedy_ids_equal_the_reference(ref, fast, n: int, int8: bool):
-    """Equal ids; where activations are rounded, a departure only at a near-tie: the reference's top-2
-    margin there is below twice the fast path's largest logit error at that step, which itself is within
-    llama.cpp's rule. The rest of the sequence is then not compared."""
-    prompt = [1, 5, 9]
-    got, steps = greedy_steps(fast, prompt, n)
-    want = ref.generate(prompt, n, stop_ids=())
-    if not int8:
-        assert got == want
-        return
-    for i, (a, b) in enumerate(zip(got, want)):
-        if a != b:
-            exact = ref.logits(prompt + want[:i])[-1]
-            top2 = exact.topk(2).values
-            assert nmse(steps[i], exact) <= NMSE
-            assert top2[0] - top2[1] < 2 * (steps[i] - exact).abs().max(), f"step {i} flipped"
-            break
 
 
 def rounds_activations(model) -> bool:

@@ -2,45 +2,34 @@
 is bits 2t of byte 32h + l), scales uint8 (N, K/16) (scale | min << 4 per 16-weight sub-block), dm fp16
 (N, 2K/256) (d, dmin pairs).
 
-w = (d * sc) * q - (dmin * m) per 16-weight sub-block, the products rounded as ggml rounds them: the
-matvec sums (d * sc) * (q * x) in 32 lanes per row (lanes 0-15 and 16-31 are two sub-blocks) and the
-minimum once per sub-block as (dmin * m) * sum(x_sub); `expand` writes the rows as fp32 (GEMM path).
+w = (d * sc) * q - (dmin * m) per 16-weight sub-block: the matvec rounds x to 8 bits per 32 values and
+takes integer dots (`int8_k.q2_k_row`, the minimum as (dmin * m) times each 16's sum of the rounded x);
+`expand` writes the rows as fp32, rounded as ggml rounds them (GEMM path, which multiplies the same
+rounded x).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from numba import float32, int32, prange
 
+from gguflm.cpu.int8 import half_block_totals, quantize_blocks
+from gguflm.cpu.int8_k import q2_k_row
 from gguflm.cpu.jit import f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+from gguflm.cpu.lanes import ROWS_PER_TASK
 
 
 @kernel
-def q2_k_matvec(qs, scales, dm, x, xsum, out):
-    """qs (N, S, 2, 32) uint8, scales (N, S, 16) uint8, dm (N, S, 2) int16 (fp16 bits), x (T, S, 2, 4, 32)
-    fp32, xsum (T, S, 16) fp32 (each sub-block's sum of x) -> out (T, N) fp32."""
-    n, n_sb = qs.shape[0], qs.shape[1]
+def q2_k_matvec(qs, scales, dm, x, out):
+    """qs (N, S, 2, 32) uint8, scales (N, S, 16) uint8, dm (N, S, 2) int16 (fp16 bits), x (T, 8S, 32) fp32
+    -> out (T, N) fp32: x rounded to 8 bits per 32 values, each row's dot by `q2_k_row`."""
+    n = qs.shape[0]
+    xq, xd, _ = quantize_blocks(x)
+    xt = half_block_totals(xq, xd)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                low = float32(0.0)
-                for s in range(n_sb):
-                    d, dmin = f16_to_f32(dm[r, s, 0]), f16_to_f32(dm[r, s, 1])
-                    for h in range(2):
-                        for j in range(4):
-                            i = 8 * h + 2 * j  # sub-blocks i (lanes 0-15) and i + 1 (lanes 16-31)
-                            a_lo = d * float32(scales[r, s, i] & 15)
-                            a_hi = d * float32(scales[r, s, i + 1] & 15)
-                            for l in range(32):
-                                q = (int32(qs[r, s, h, l]) >> (2 * j)) & 3
-                                acc[l] += (a_lo if l < 16 else a_hi) * (float32(q) * x[t, s, h, j, l])
-                    for i in range(16):
-                        low += (dmin * float32(scales[r, s, i] >> 4)) * xsum[t, s, i]
-                out[t, r] = lane_sum(acc) - low
+                out[t, r] = q2_k_row(qs, scales, dm, r, xq, xd, xt, t)
 
 
 @kernel
@@ -68,10 +57,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    qs, scales, dm = planes
-    xs = x.reshape(x.shape[0], qs.shape[1], 2, 4, 32)
-    xsum = np.ascontiguousarray(x.reshape(x.shape[0], qs.shape[1], 16, 16).sum(-1, dtype=np.float32))
-    q2_k_matvec(qs, scales, dm, xs, xsum, out)
+    q2_k_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def expand(planes, out) -> None:

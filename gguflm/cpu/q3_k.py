@@ -2,19 +2,20 @@
 weight 128h + 32t + l is bits 2t of byte 32h + l), hmask uint8 (N, K/8) (its third bit: bit 4h + t of
 byte l), scales uint8 (N, 12K/256) (16 six-bit scales), d fp16 (N, K/256).
 
-w = (d * (sc - 32)) * (q2 + 4 * hbit - 4) per 16-weight sub-block: the matvec sums (d * sc) * (q * x) in
-32 lanes per row (lanes 0-15 and 16-31 are two sub-blocks), as ggml rounds the products; `expand` writes
-the rows as fp32 (GEMM path).
+w = (d * (sc - 32)) * (q2 + 4 * hbit - 4) per 16-weight sub-block: the matvec rounds x to 8 bits per 32
+values and takes integer dots (`int8_k.q3_k_row`, the 4 taken away as x's own sums); `expand` writes
+the rows as fp32, rounded as ggml rounds them (GEMM path, which multiplies the same rounded x).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from numba import float32, int32, njit, prange
 
+from gguflm.cpu.int8 import offset_sums, quantize_blocks
+from gguflm.cpu.int8_k import q3_k_row
 from gguflm.cpu.jit import f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+from gguflm.cpu.lanes import ROWS_PER_TASK
 
 
 @njit(inline="always", boundscheck=False)
@@ -29,25 +30,14 @@ def scale(b, i):
 @kernel
 def q3_k_matvec(qs, hmask, scales, d, x, out):
     """qs (N, S, 2, 32) uint8, hmask (N, S, 32) uint8, scales (N, S, 12) uint8, d (N, S) int16 (fp16 bits),
-    x (T, S, 2, 4, 32) fp32 -> out (T, N) fp32."""
-    n, n_sb = qs.shape[0], qs.shape[1]
+    x (T, 8S, 32) fp32 -> out (T, N) fp32: x rounded to 8 bits per 32 values, each row's dot by `q3_k_row`."""
+    n = qs.shape[0]
+    xq, xd, _ = quantize_blocks(x)
+    xo = offset_sums(xq, int32(4))
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                for s in range(n_sb):
-                    dd = f16_to_f32(d[r, s])
-                    for h in range(2):
-                        for j in range(4):
-                            i = 8 * h + 2 * j  # sub-blocks i (lanes 0-15) and i + 1 (lanes 16-31)
-                            a_lo = dd * float32(scale(scales[r, s], i))
-                            a_hi = dd * float32(scale(scales[r, s], i + 1))
-                            for l in range(32):
-                                q = ((int32(qs[r, s, h, l]) >> (2 * j)) & 3) - 4
-                                q += ((int32(hmask[r, s, l]) >> (4 * h + j)) & 1) << 2
-                                acc[l] += (a_lo if l < 16 else a_hi) * (float32(q) * x[t, s, h, j, l])
-                out[t, r] = lane_sum(acc)
+                out[t, r] = q3_k_row(qs, hmask, scales, d, r, xq, xd, xo, t)
 
 
 @kernel
@@ -76,8 +66,7 @@ def planes(parts):
 
 
 def matvec(planes, x, out) -> None:
-    qs, hmask, scales, d = planes
-    q3_k_matvec(qs, hmask, scales, d, x.reshape(x.shape[0], qs.shape[1], 2, 4, 32), out)
+    q3_k_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def expand(planes, out) -> None:
