@@ -116,6 +116,20 @@ def c_array(ty, ndim: int, dtypes) -> bool:
     return isinstance(ty, types.Array) and ty.ndim == ndim and ty.layout == "C" and ty.dtype in dtypes
 
 
+def arrays_are(*specs) -> bool:
+    """Whether each (type, ndim, dtype) of `specs` is a C-contiguous array of that rank and dtype."""
+    return all(c_array(ty, ndim, (dtype,)) for ty, ndim, dtype in specs)
+
+
+def row_pointers(context, builder, signature, args, n_planes: int):
+    """For an intrinsic called as (planes..., r, x arrays..., t): pointers to row r of each plane and to
+    row t of each x array."""
+    n = n_planes
+    planes = row_starts(context, builder, signature.args[:n], args[:n], args[n], signature.args[n])
+    xs = row_starts(context, builder, signature.args[n + 1 : -1], args[n + 1 : -1], args[-1], signature.args[-1])
+    return planes, xs
+
+
 def row_starts(context, builder, tys, values, row, row_ty):
     """Pointers to row `row` (element [row, 0, ...]) of each array: no view is made (a view inside a
     prange loop costs reference counting per row: 25 us a 3072-row call)."""

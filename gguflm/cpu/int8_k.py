@@ -19,7 +19,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from gguflm.cpu.int8 import F32, I8, I16, I32, V8F, c_array, fmuladd8, hsum, lanes, row_starts, splat, udot8, x_ok
+from gguflm.cpu.int8 import (F32, I8, I16, I32, V8F, arrays_are, fmuladd8, hsum, lanes, row_pointers, row_starts,
+                             splat, udot8, x_ok)
 from gguflm.cpu.jit import f16_value
 
 
@@ -61,9 +62,8 @@ def _k4_row(fifth: bool):
     """The row-dot intrinsic of Q5_K (`fifth`) or Q4_K."""
 
     def typer(typingctx, qs, qh, scales, dm, r, xq, xd, xt, t):
-        if not (c_array(qs, 4, (types.uint8,)) and c_array(qh, 3, (types.uint8,)) and c_array(scales, 3, (types.uint8,))
-                and c_array(dm, 3, (types.int16,)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)
-                and c_array(xt, 2, (types.float32,))):
+        if not (arrays_are((qs, 4, types.uint8), (qh, 3, types.uint8), (scales, 3, types.uint8), (dm, 3, types.int16),
+                           (xt, 2, types.float32)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
             return None
 
         def codegen(context, builder, signature, args):
@@ -165,14 +165,12 @@ def q6_k_row(typingctx, ql, qh, scales, d, r, xq, xd, xo, t):
     """Row r of a Q6_K matrix (ql (N, S, 2, 64) uint8, qh (N, S, 2, 32) uint8, scales (N, S, 16) int8,
     d (N, S) int16 fp16 bits) times row t of x rounded to 8 bits (xq, xd as q4_k_row; xo (T, 8S, 8) int32
     `offset_sums` of 32): sum over 16-weight sub-blocks of (d * sc * xd) * sum (q - 32) * xq, fp32."""
-    if not (c_array(ql, 4, (types.uint8,)) and c_array(qh, 4, (types.uint8,)) and c_array(scales, 3, (types.int8,))
-            and c_array(d, 2, (types.int16,)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)
-            and c_array(xo, 3, (types.int32,))):
+    if not (arrays_are((ql, 4, types.uint8), (qh, 4, types.uint8), (scales, 3, types.int8), (d, 2, types.int16),
+                       (xo, 3, types.int32)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
         return None
 
     def codegen(context, builder, signature, args):
-        w_ql, w_qh, w_sc, w_d = row_starts(context, builder, signature.args[:4], args[:4], args[4], r)
-        x_q, x_d, x_o = row_starts(context, builder, signature.args[5:8], args[5:8], args[8], t)
+        (w_ql, w_qh, w_sc, w_d), (x_q, x_d, x_o) = row_pointers(context, builder, signature, args, 4)
         w_ql, w_qh = _vectors(builder, w_ql, I8, 32), _vectors(builder, w_qh, I8, 32)
         at = _indexer(builder)
 
@@ -201,14 +199,12 @@ def q3_k_row(typingctx, qs, hmask, scales, d, r, xq, xd, xo, t):
     (N, S, 12) uint8, d (N, S) int16 fp16 bits) times row t of x rounded to 8 bits (xq, xd as q4_k_row;
     xo (T, 8S, 8) int32 `offset_sums` of 4): sum over 16-weight sub-blocks of (d * (sc - 32) * xd) *
     sum (q - 4) * xq, fp32."""
-    if not (c_array(qs, 4, (types.uint8,)) and c_array(hmask, 3, (types.uint8,)) and c_array(scales, 3, (types.uint8,))
-            and c_array(d, 2, (types.int16,)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)
-            and c_array(xo, 3, (types.int32,))):
+    if not (arrays_are((qs, 4, types.uint8), (hmask, 3, types.uint8), (scales, 3, types.uint8), (d, 2, types.int16),
+                       (xo, 3, types.int32)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
         return None
 
     def codegen(context, builder, signature, args):
-        w_qs, w_hm, w_sc, w_d = row_starts(context, builder, signature.args[:4], args[:4], args[4], r)
-        x_q, x_d, x_o = row_starts(context, builder, signature.args[5:8], args[5:8], args[8], t)
+        (w_qs, w_hm, w_sc, w_d), (x_q, x_d, x_o) = row_pointers(context, builder, signature, args, 4)
         w_qs, w_hm = _vectors(builder, w_qs, I8, 32), _vectors(builder, w_hm, I8, 32)
         at = _indexer(builder)
         v16 = ir.VectorType(I8, 16)
@@ -243,13 +239,12 @@ def q2_k_row(typingctx, qs, scales, dm, r, xq, xd, xt, t):
     high), dm (N, S, 2) int16 fp16 d, dmin) times row t of x rounded to 8 bits (xq, xd as q4_k_row; xt
     (T, 16S) fp32 `half_block_totals`): sum over 16-weight sub-blocks of (d * sc * xd) * sum q * xq - (dmin *
     m) * xt, fp32."""
-    if not (c_array(qs, 4, (types.uint8,)) and c_array(scales, 3, (types.uint8,)) and c_array(dm, 3, (types.int16,))
-            and isinstance(r, types.Integer) and x_ok(xq, xd, t) and c_array(xt, 2, (types.float32,))):
+    if not (arrays_are((qs, 4, types.uint8), (scales, 3, types.uint8), (dm, 3, types.int16), (xt, 2, types.float32))
+            and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
         return None
 
     def codegen(context, builder, signature, args):
-        w_qs, w_sc, w_dm = row_starts(context, builder, signature.args[:3], args[:3], args[3], r)
-        x_q, x_d, x_t = row_starts(context, builder, signature.args[4:7], args[4:7], args[7], t)
+        (w_qs, w_sc, w_dm), (x_q, x_d, x_t) = row_pointers(context, builder, signature, args, 3)
         w_qs = _vectors(builder, w_qs, I8, 32)
         at = _indexer(builder)
         v16 = ir.VectorType(I8, 16)
