@@ -1,10 +1,10 @@
 """The CPU backend against the reference (the oracle): its kernels per format, whole models of every format
 it runs, batched rows, threads, and SmolLM2's exact-math references.
 
-Tolerance, per format. The float formats (and IQ4) keep activations fp32: the two
+Tolerance, per format. The float formats keep activations fp32: the two
 backends differ only in the order fp32 products are summed: a product within REL_PRODUCT of the float64
 one (relative to its largest value), logits within REL_LOGITS of the reference's. Q8_0, Q4_0, Q4_1,
-Q5_0, Q5_1 (INT8_FORMATS) and Q4_K, Q5_K, Q6_K (KQUANTS; Q2_K, Q3_K in test_cpu_kernels_more) round x to 8 bits per 32-value block as
+Q5_0, Q5_1 (INT8_FORMATS) and Q4_K, Q5_K, Q6_K (KQUANTS; Q2_K, Q3_K, IQ4 in test_cpu_kernels_more) round x to 8 bits per 32-value block as
 llama.cpp does (q8_0 / q8_1), in the matvec and the GEMM path alike: a product is within REL_PRODUCT
 of the float64 product of the weights with that rounded x, and the rounding itself is held to
 llama.cpp's rule for a quantized product (test-backend-ops: NMSE <= 5e-4), for a product and for a
@@ -140,18 +140,26 @@ def test_prefill_and_decode_compute_one_product(qtype):
 @pytest.mark.parametrize("qtype,module,name", [("Q4_0", "nibbles", "nibble_matvec"), ("Q5_1", "nibbles", "nibble_matvec"),
                                                ("Q4_K", "q4_k", "k4_matvec"), ("Q5_K", "q4_k", "k4_matvec"),
                                                ("Q6_K", "q6_k", "q6_k_matvec"), ("Q3_K", "q3_k", "q3_k_matvec"),
-                                               ("Q2_K", "q2_k", "q2_k_matvec")])
+                                               ("Q2_K", "q2_k", "q2_k_matvec"), ("IQ4_NL", "iq4", "iq4_nl_matvec"),
+                                               ("IQ4_XS", "iq4", "iq4_xs_matvec")])
 def test_integer_dots_without_avx2_give_the_same_products(qtype, module, name, monkeypatch):
     """Where numba compiles for a CPU without AVX2 (Arm, older x86) the dots of unsigned codes are plain
-    vector IR instead of `vpmaddubsw`: the same exact integer sums in the same lanes, so the same
-    products bit for bit. The format's kernel is compiled afresh (not from the disk cache) to show it."""
+    vector IR instead of `vpmaddubsw`, and IQ4's level lookup selects instead of `vpshufb`: the same
+    exact integer sums in the same lanes, so the same products bit for bit. The format's kernel is
+    compiled afresh (not from the disk cache) to show it."""
     import importlib
 
     import numba
 
     from gguflm.cpu import int8
 
-    w = kpacked(qtype, 37, 512) if qtype.endswith("_K") else packed(qtype, 37, 96)
+    if qtype == "IQ4_NL":
+        from gguflm.synthetic import RANDOM_BLOCKS
+
+        raw = RANDOM_BLOCKS["IQ4_NL"](np.random.default_rng(5), 37, 96).reshape(37, -1)
+        w = quants.pack(torch.from_numpy(np.ascontiguousarray(raw)), QT.IQ4_NL)
+    else:
+        w = kpacked(qtype, 37, 512) if qtype.endswith(("_K", "_XS")) else packed(qtype, 37, 96)
     x = torch.randn(3, w.shape[1], generator=torch.Generator().manual_seed(5))
     want = cpu.linear(x, w)
     mod = importlib.import_module(f"gguflm.cpu.{module}")
@@ -159,7 +167,8 @@ def test_integer_dots_without_avx2_give_the_same_products(qtype, module, name, m
     fresh = numba.njit(parallel=True, fastmath={"contract"}, boundscheck=False, error_model="numpy")(getattr(mod, name).py_func)
     monkeypatch.setattr(mod, name, fresh)
     assert torch.equal(cpu.linear(x, w), want)
-    assert "pmadd" not in fresh.inspect_llvm(fresh.signatures[0])
+    llvm = fresh.inspect_llvm(fresh.signatures[0])
+    assert "pmadd" not in llvm and "pshuf" not in llvm
 
 
 def test_formats_without_a_kernel_take_the_reference_path(monkeypatch):

@@ -3,9 +3,8 @@ the reference dequantizer (and gguf-py's), the matvec against the float64 produc
 quantizers make and on random bytes; and a tiny model of each format, logits and greedy ids as the
 reference backend gives them.
 
-Tolerances are test_backend_cpu's: Q2_K and Q3_K round x to 8 bits per 32 values (INT8: the rounded-x
-oracle, llama.cpp's NMSE rule, the near-tie rule for greedy ids); IQ4 keeps activations fp32, so only
-the order of fp32 sums differs.
+Tolerances are test_backend_cpu's: all four round x to 8 bits per 32 values (INT8: the rounded-x
+oracle, llama.cpp's NMSE rule, the near-tie rule for greedy ids).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from int8_rule import NMSE, REL_PRODUCT, assert_greedy_ids_equal_the_reference, 
 
 QT = gguf.GGMLQuantizationType
 FORMATS = ["Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"]
-INT8 = ["Q2_K", "Q3_K"]  # their matvecs round x
+INT8 = ["Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"]  # their matvecs round x
 SHAPES = {"Q2_K": [(5, 256), (37, 512)], "Q3_K": [(5, 256), (37, 512)], "IQ4_XS": [(5, 256), (37, 512)],
           "IQ4_NL": [(5, 32), (37, 64), (5, 256), (37, 512)]}
 CASES = [(q, n, k) for q in FORMATS for n, k in SHAPES[q]]

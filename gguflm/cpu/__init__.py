@@ -1,10 +1,10 @@
 """The CPU kernels: a matvec per format family that reads the packed blocks where they lie, and the
 GEMM path for runs of rows (prefill), dispatched on the format's `kernel` name.
 
-Q8_0, the legacy 4/5-bit formats and Q2_K-Q6_K round x to 8 bits per 32-value block, as llama.cpp
-does: their matvecs take integer block dots (`int8`, `int8_k`) and their GEMM path multiplies the
-same rounded x, so prefill and decode compute one product. The other formats (the float ones, IQ4)
-dequantize and multiply in fp32, equal to the reference's products to
+Every block format (Q8_0, the legacy 4/5-bit ones, Q2_K-Q6_K, IQ4_NL, IQ4_XS) rounds x to 8 bits per
+32-value block, as llama.cpp does: their matvecs take integer block dots (`int8`, `int8_k`) and their
+GEMM path multiplies the same rounded x, so prefill and decode compute one product. F32, F16 and
+BF16 multiply in fp32, equal to the reference's products to
 fp32 summation order (models.md, "CPU backend"). The matvecs take numpy arrays (`matvecs`,
 `linear_array`: the CPU backend's layer loop); `linear` and `linear_rows` are their tensor face.
 A format without a CPU kernel here is computed by the reference's chunked expansion (`ops.linear`);
@@ -62,8 +62,8 @@ KERNELS: Registry[CpuKernel] = Registry(key=lambda k: k.name)
 register = KERNELS.register
 register(CpuKernel("dense", dense.matvec, dense.expand))  # F32, F16, BF16
 register(CpuKernel("q8_0", q8_0.matvec, q8_0.expand, planes=q8_0.planes, rounds_x=True))
-register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand, 32, iq4.nl_planes))
-register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, 256, iq4.xs_planes))
+register(CpuKernel("iq4_nl", iq4.nl_matvec, iq4.nl_expand, 32, iq4.nl_planes, rounds_x=True))
+register(CpuKernel("iq4_xs", iq4.xs_matvec, iq4.xs_expand, 256, iq4.xs_planes, rounds_x=True))
 for _name, _has_min, _fifth in (("q4_0", False, False), ("q4_1", True, False), ("q5_0", False, True),
                                 ("q5_1", True, True)):
     _planes, _matvec, _expand = nibbles.family(_has_min, _fifth)

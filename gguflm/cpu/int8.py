@@ -46,7 +46,7 @@ def splat(builder, value, width: int):
     return builder.shuffle_vector(one, one, lanes([0] * width))
 
 
-def _dot8(builder, a, b):
+def dot8(builder, a, b):
     """<8 x i32> partial sums of a_j * b_j over two <32 x i8> vectors (signed), exact: the products
     added in pairs (`vpmaddwd` on x86) and the two halves added."""
     wide = ir.VectorType(I32, 32)
@@ -82,7 +82,7 @@ def udot8(builder, codes, x):
     return prod
 
 
-def _nibble_codes(builder, q, h):
+def nibble_codes(builder, q, h):
     """<32 x i8> codes of a legacy block from its 16 bytes `q` (<16 x i8>: element j low nibble of
     byte j, element j + 16 high) and, when `h` (i32) is given, its fifth bits (bit j adds 16)."""
     lo = builder.and_(q, ir.Constant(q.type, [15] * 16))
@@ -95,6 +95,21 @@ def _nibble_codes(builder, q, h):
     set_ = builder.icmp_unsigned("!=", builder.and_(spread, ir.Constant(V32, [1 << (j % 8) for j in range(32)])),
                                  ir.Constant(V32, [0] * 32))
     return builder.or_(codes, builder.select(set_, ir.Constant(V32, [16] * 32), ir.Constant(V32, [0] * 32)))
+
+
+def iq4_levels(builder, codes):
+    """<32 x i8> of IQ4's signed levels (ggml's kvalues_iq4nl) at `codes` (<32 x i8> in [0, 15]): one
+    `vpshufb` from the 16-entry table on AVX2, a chain of selects elsewhere."""
+    from gguflm.quants.iq4_nl import KVALUES
+
+    if _avx2():
+        shuf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V32, [V32, V32]), "llvm.x86.avx2.pshuf.b")
+        return builder.call(shuf, [ir.Constant(V32, list(KVALUES) * 2), codes])
+    out = ir.Constant(V32, [KVALUES[0]] * 32)
+    for code in range(1, 16):
+        out = builder.select(builder.icmp_unsigned("==", codes, ir.Constant(V32, [code] * 32)),
+                             ir.Constant(V32, [KVALUES[code]] * 32), out)
+    return out
 
 
 def hsum(builder, acc):
@@ -201,7 +216,28 @@ def q8_0_row(typingctx, qs, d, r, xq, xd, t):
         x = row_starts(context, builder, signature.args[3:5], args[3:5], args[5], t)
 
         def block(b, xq_b):
-            return _dot8(builder, builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1), xq_b)
+            return dot8(builder, builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1), xq_b)
+
+        nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
+        return _row_dot(builder, nb, w, *x, block)
+
+    return types.float32(qs, d, r, xq, xd, t), codegen
+
+
+@intrinsic
+def iq4_nl_row(typingctx, qs, d, r, xq, xd, t):
+    """Row r of an IQ4_NL matrix (qs (N, nb, 16) uint8 as Q4_0's, d (N, nb) int16 fp16 bits) times row t of
+    x rounded to 8 bits (xq, xd as q8_0_row): sum over blocks of (d_w * d_x) * sum_j level(code_j) * xq_j,
+    the levels signed int8 (`iq4_levels`) multiplied as Q8_0's codes."""
+    if not (arrays_are((qs, 3, types.uint8), (d, 2, types.int16)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        w, x = row_pointers(context, builder, signature, args, 2)
+
+        def block(b, xq_b):
+            q = builder.load(builder.gep(builder.bitcast(w[0], ir.VectorType(I8, 16).as_pointer()), [b]), align=1)
+            return dot8(builder, iq4_levels(builder, nibble_codes(builder, q, None)), xq_b)
 
         nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)
         return _row_dot(builder, nb, w, *x, block)
@@ -227,7 +263,7 @@ def _nibble_row(fifth: bool, has_min: bool):
             def block(b, xq_b):
                 q = builder.load(builder.gep(builder.bitcast(w[0], ir.VectorType(I8, 16).as_pointer()), [b]), align=1)
                 h = builder.load(builder.gep(w[3], [b])) if fifth else None
-                dot = udot8(builder, _nibble_codes(builder, q, h), xq_b)
+                dot = udot8(builder, nibble_codes(builder, q, h), xq_b)
                 return builder.sub(dot, builder.load(builder.gep(xo, [b]), align=4))
 
             nb = builder.extract_value(context.make_array(d)(context, builder, args[1]).shape, 1)

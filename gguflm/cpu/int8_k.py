@@ -19,8 +19,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from gguflm.cpu.int8 import (F32, I8, I16, I32, V8F, arrays_are, fmuladd8, hsum, lanes, row_pointers, row_starts,
-                             splat, udot8, x_ok)
+from gguflm.cpu.int8 import (F32, I8, I16, I32, V8F, arrays_are, dot8, fmuladd8, hsum, iq4_levels, lanes, nibble_codes,
+                             row_pointers, row_starts, splat, udot8, x_ok)
 from gguflm.cpu.jit import f16_value
 
 
@@ -272,3 +272,42 @@ def q2_k_row(typingctx, qs, scales, dm, r, xq, xd, xt, t):
                           sub_scales, codes, (mins, _vectors(builder, x_t, F32, 16)))
 
     return types.float32(qs, scales, dm, r, xq, xd, xt, t), codegen
+
+
+@intrinsic
+def iq4_xs_row(typingctx, qs, scales_l, scales_h, d, r, xq, xd, t):
+    """Row r of an IQ4_XS matrix (qs (N, S, 8, 16) uint8, a block's 16 bytes as Q4_0's; scales_l (N, S, 4)
+    uint8 and scales_h (N, S) int16, the low 4 and high 2 bits of each block's ls; d (N, S) int16 fp16 bits)
+    times row t of x rounded to 8 bits (xq, xd as q4_k_row): sum over blocks of (d * (ls - 32) * xd) *
+    sum level(code) * xq, the levels signed int8 (`iq4_levels`), fp32."""
+    if not (arrays_are((qs, 4, types.uint8), (scales_l, 3, types.uint8), (scales_h, 2, types.int16), (d, 2, types.int16))
+            and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (w_qs, w_sl, w_sh, w_d), (x_q, x_d) = row_pointers(context, builder, signature, args, 4)
+        w_qs, x_q, x_d = _vectors(builder, w_qs, I8, 16), _vectors(builder, x_q, I8, 32), _vectors(builder, x_d, F32, 8)
+        fmuladd = fmuladd8(builder)
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in range(2)]
+        n_sb = builder.extract_value(context.make_array(qs)(context, builder, args[0]).shape, 1)
+        at = _indexer(builder)
+        v8i = ir.VectorType(I32, 8)
+        with cgutils.for_range(builder, n_sb) as loop:
+            s = loop.index
+            sl = builder.load(_vectors(builder, builder.gep(w_sl, [at(s, 4)]), I8, 4), align=1)
+            low = builder.zext(builder.shuffle_vector(sl, sl, lanes([i // 2 for i in range(8)])), v8i)
+            low = builder.and_(builder.lshr(low, _const(I32, [4 * (i % 2) for i in range(8)])), _const(I32, [15] * 8))
+            high = splat(builder, builder.zext(builder.load(builder.gep(w_sh, [s])), I32), 8)
+            high = builder.and_(builder.lshr(high, _const(I32, [2 * i for i in range(8)])), _const(I32, [3] * 8))
+            ls = builder.sub(builder.or_(low, builder.shl(high, _const(I32, [4] * 8))), _const(I32, [32] * 8))
+            dd = splat(builder, f16_value(builder, builder.load(builder.gep(w_d, [s]))), 8)
+            scale = builder.fmul(builder.fmul(dd, builder.sitofp(ls, V8F)), builder.load(builder.gep(x_d, [s]), align=4))
+            for i in range(8):
+                q = builder.load(builder.gep(w_qs, [at(s, 8, i)]), align=1)
+                xb = builder.load(builder.gep(x_q, [at(s, 8, i)]), align=1)
+                dot = builder.sitofp(dot8(builder, iq4_levels(builder, nibble_codes(builder, q, None)), xb), V8F)
+                lane = builder.shuffle_vector(scale, scale, lanes([i] * 8))
+                builder.store(builder.call(fmuladd, [dot, lane, builder.load(accs[i % 2])]), accs[i % 2])
+        return hsum(builder, builder.fadd(builder.load(accs[0]), builder.load(accs[1])))
+
+    return types.float32(qs, scales_l, scales_h, d, r, xq, xd, t), codegen

@@ -4,8 +4,10 @@ IQ4_NL, over quants.iq4_nl's planes (Q4_0's layout): qs uint8 (N, K/2) (byte j o
 j low, j + 16 high), d fp16 (N, K/32); w = d * level. IQ4_XS, over quants.kquants' planes: qs uint8
 (N, K/2) (byte 16i + j of a superblock: low nibble weight 32i + j, high nibble 32i + 16 + j), scales_l
 uint8 (N, 4K/256), scales_h int16 (N, K/256), d fp16 (N, K/256); w = (d * (ls - 32)) * level over
-32-weight sub-blocks. The matvec sums scale * (level * x) in 32 lanes per row; `expand` writes the rows
-as fp32 (GEMM path), bit for bit the reference's (each weight is one exact product).
+32-weight sub-blocks. The matvec rounds x to 8 bits per 32 values and takes integer dots of the levels
+(signed int8, looked up by `vpshufb`: `int8.iq4_nl_row`, `int8_k.iq4_xs_row`); `expand` writes the rows
+as fp32 (GEMM path, which multiplies the same rounded x), bit for bit the reference's (each weight is
+one exact product).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import numpy as np
 import torch
 from numba import float32, int32, njit, prange
 
+from gguflm.cpu.int8 import iq4_nl_row, quantize_blocks
+from gguflm.cpu.int8_k import iq4_xs_row
 from gguflm.cpu.jit import f16_to_f32, kernel
-from gguflm.cpu.lanes import ROWS_PER_TASK, lane_sum
+from gguflm.cpu.lanes import ROWS_PER_TASK
 from gguflm.quants.iq4_nl import KVALUES
 
 
@@ -40,7 +44,8 @@ C4, C3, C2, C1, C0 = _code_polynomial()
 @njit(inline="always", boundscheck=False)
 def level(code):
     """The level of a 4-bit code, as a quartic in the code rounded: four FMAs and a round, which LLVM
-    vectorizes; a load from the 16-entry table it leaves scalar. IQ4_XS matvec, one thread, 4096x4096,
+    vectorizes; a load from the 16-entry table it leaves scalar (`expand`; the matvecs look levels up as
+    int8 vectors instead). IQ4_XS matvec, then in fp32 lanes, one thread, 4096x4096,
     the shared 2-core box at load 1.2-1.4, best of 80 interleaved: the table 1.76 G weights/s, the
     quartic in code - 7.5 (the reference's) 2.16, this one 2.37; for IQ4_NL the three were within the
     machine's noise (2.2-3.3)."""
@@ -50,19 +55,14 @@ def level(code):
 
 @kernel
 def iq4_nl_matvec(qs, d, x, out):
-    """qs (N, nb, 16) uint8, d (N, nb) int16 (fp16 bits), x (T, nb, 32) fp32 -> out (T, N) fp32."""
-    n, nb, _ = qs.shape
+    """qs (N, nb, 16) uint8, d (N, nb) int16 (fp16 bits), x (T, nb, 32) fp32 -> out (T, N) fp32: x rounded
+    to 8 bits per block, each row's dot by `int8.iq4_nl_row`."""
+    n = qs.shape[0]
+    xq, xd, _ = quantize_blocks(x)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                for b in range(nb):
-                    scale = f16_to_f32(d[r, b])
-                    for j in range(16):
-                        acc[j] += scale * (level(int32(qs[r, b, j]) & 15) * x[t, b, j])
-                        acc[j + 16] += scale * (level(int32(qs[r, b, j]) >> 4) * x[t, b, j + 16])
-                out[t, r] = lane_sum(acc)
+                out[t, r] = iq4_nl_row(qs, d, r, xq, xd, t)
 
 
 @kernel
@@ -85,8 +85,7 @@ def nl_planes(parts):
 
 
 def nl_matvec(planes, x, out) -> None:
-    qs, d = planes
-    iq4_nl_matvec(qs, d, x.reshape(x.shape[0], qs.shape[1], 32), out)
+    iq4_nl_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def nl_expand(planes, out) -> None:
@@ -105,21 +104,14 @@ def xs_scale(scales_l, scales_h, i):
 @kernel
 def iq4_xs_matvec(qs, scales_l, scales_h, d, x, out):
     """qs (N, S, 8, 16) uint8, scales_l (N, S, 4) uint8, scales_h (N, S) int16, d (N, S) int16 (fp16 bits),
-    x (T, S, 8, 32) fp32 -> out (T, N) fp32."""
-    n, n_sb = qs.shape[0], qs.shape[1]
+    x (T, 8S, 32) fp32 -> out (T, N) fp32: x rounded to 8 bits per 32 values, each row's dot by
+    `int8_k.iq4_xs_row`."""
+    n = qs.shape[0]
+    xq, xd, _ = quantize_blocks(x)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        acc = np.empty(32, np.float32)
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
-                acc[:] = 0
-                for s in range(n_sb):
-                    dd = f16_to_f32(d[r, s])
-                    for i in range(8):
-                        a = dd * float32(xs_scale(scales_l[r, s], scales_h[r, s], i))
-                        for j in range(16):
-                            acc[j] += a * (level(int32(qs[r, s, i, j]) & 15) * x[t, s, i, j])
-                            acc[j + 16] += a * (level(int32(qs[r, s, i, j]) >> 4) * x[t, s, i, j + 16])
-                out[t, r] = lane_sum(acc)
+                out[t, r] = iq4_xs_row(qs, scales_l, scales_h, d, r, xq, xd, t)
 
 
 @kernel
@@ -145,8 +137,7 @@ def xs_planes(parts):
 
 
 def xs_matvec(planes, x, out) -> None:
-    qs, scales_l, scales_h, d = planes
-    iq4_xs_matvec(qs, scales_l, scales_h, d, x.reshape(x.shape[0], qs.shape[1], 8, 32), out)
+    iq4_xs_matvec(*planes, x.reshape(x.shape[0], -1, 32), out)
 
 
 def xs_expand(planes, out) -> None:
