@@ -30,6 +30,7 @@ from numba.extending import intrinsic
 
 from gguflm.cpu.jit import f16_value, serial
 from gguflm.quantize.jit_arith import fp16_round
+from gguflm.quants.iq4_nl import KVALUES
 
 I8, I16, I32, F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.FloatType()
 V32 = ir.VectorType(I8, 32)
@@ -100,8 +101,6 @@ def nibble_codes(builder, q, h):
 def iq4_levels(builder, codes):
     """<32 x i8> of IQ4's signed levels (ggml's kvalues_iq4nl) at `codes` (<32 x i8> in [0, 15]): one
     `vpshufb` from the 16-entry table on AVX2, a chain of selects elsewhere."""
-    from gguflm.quants.iq4_nl import KVALUES
-
     if _avx2():
         shuf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V32, [V32, V32]), "llvm.x86.avx2.pshuf.b")
         return builder.call(shuf, [ir.Constant(V32, list(KVALUES) * 2), codes])
@@ -207,13 +206,11 @@ def q8_0_row(typingctx, qs, d, r, xq, xd, t):
     """Row r of a Q8_0 matrix (qs (N, nb, 32) int8, d (N, nb) int16 fp16 bits) times row t of x rounded
     to 8 bits (xq (T, nb, 32) int8, xd (T, nb) fp32): sum over blocks b of (d[r, b] * xd[t, b]) *
     sum_j qs[r, b, j] * xq[t, b, j], fp32."""
-    if not (c_array(qs, 3, (types.int8,)) and c_array(d, 2, (types.int16,)) and isinstance(r, types.Integer)
-            and x_ok(xq, xd, t)):
+    if not (arrays_are((qs, 3, types.int8), (d, 2, types.int16)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
         return None
 
     def codegen(context, builder, signature, args):
-        w = row_starts(context, builder, signature.args[:2], args[:2], args[2], r)
-        x = row_starts(context, builder, signature.args[3:5], args[3:5], args[5], t)
+        w, x = row_pointers(context, builder, signature, args, 2)
 
         def block(b, xq_b):
             return dot8(builder, builder.load(builder.gep(builder.bitcast(w[0], V32.as_pointer()), [b]), align=1), xq_b)
@@ -250,14 +247,13 @@ def _nibble_row(fifth: bool, has_min: bool):
     minimum or without."""
 
     def typer(typingctx, qs, d, m, qh, r, xq, xd, xs, xo, t):
-        if not (c_array(qs, 3, (types.uint8,)) and c_array(d, 2, (types.int16,)) and c_array(m, 2, (types.int16,))
-                and c_array(qh, 2, (types.int32,)) and isinstance(r, types.Integer) and x_ok(xq, xd, t)
-                and c_array(xs, 2, (types.float32,)) and c_array(xo, 3, (types.int32,))):
+        if not (arrays_are((qs, 3, types.uint8), (d, 2, types.int16), (m, 2, types.int16), (qh, 2, types.int32),
+                           (xs, 2, types.float32), (xo, 3, types.int32)) and isinstance(r, types.Integer)
+                and x_ok(xq, xd, t)):
             return None
 
         def codegen(context, builder, signature, args):
-            w = row_starts(context, builder, signature.args[:4], args[:4], args[4], r)  # qs, d, m, qh
-            x = row_starts(context, builder, signature.args[5:9], args[5:9], args[9], t)  # xq, xd, xs, xo
+            w, x = row_pointers(context, builder, signature, args, 4)  # (qs, d, m, qh), (xq, xd, xs, xo)
             xo = builder.bitcast(x[3], ir.VectorType(I32, 8).as_pointer())
 
             def block(b, xq_b):
@@ -335,31 +331,19 @@ def offset_sums(xq, offset):
 
 
 @njit(inline="always", boundscheck=False)
-def block_totals(xq, xd):
-    """(T, nb) fp32: each block's sum of the rounded x, d * sum(q) (exact: |sum(q)| < 2^12, d an fp16 value)."""
+def block_totals(xq, xd, width):
+    """(T, nb * 32 / width) fp32: the sum of the rounded x over each `width` values (32 or 16) of its
+    blocks, d * sum(q) (exact: |sum(q)| < 2^12, d an fp16 value)."""
     t, nb, _ = xq.shape
-    out = np.empty((t, nb), np.float32)
+    per = 32 // width
+    out = np.empty((t, nb * per), np.float32)
     for i in range(t):
         for b in range(nb):
-            total = int32(0)
-            for j in range(32):
-                total += int32(xq[i, b, j])
-            out[i, b] = float32(total) * xd[i, b]
-    return out
-
-
-@njit(inline="always", boundscheck=False)
-def half_block_totals(xq, xd):
-    """(T, 2 nb) fp32: the sum of the rounded x over each 16 values, d * sum(q) (exact, as block_totals)."""
-    t, nb, _ = xq.shape
-    out = np.empty((t, 2 * nb), np.float32)
-    for i in range(t):
-        for b in range(nb):
-            for half in range(2):
+            for part in range(per):
                 total = int32(0)
-                for j in range(16 * half, 16 * half + 16):
+                for j in range(width * part, width * part + width):
                     total += int32(xq[i, b, j])
-                out[i, 2 * b + half] = float32(total) * xd[i, b]
+                out[i, per * b + part] = float32(total) * xd[i, b]
     return out
 
 

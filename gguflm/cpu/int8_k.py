@@ -9,7 +9,7 @@ A superblock is 8 blocks of 32 weights, each block's codes multiplied unsigned w
 - Q6_K, Q3_K: w = (d * sc) * (q - 32) (Q3_K: q - 4) per 16 weights; Q2_K: (d * sc) * q - dmin * m.
   A block's two scales meet lanes 0-3 and 4-7 of its dot (the sums of weights 0-15 and 16-31,
   `_sub16_row`), the offset taken away as `int8.offset_sums`, Q2_K's minimum as (dmin * m) times
-  each 16's sum of the rounded x (`int8.half_block_totals`).
+  each 16's sum of the rounded x (`int8.block_totals`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ from gguflm.cpu.jit import f16_value
 
 def _const(ty, values):
     return ir.Constant(ir.VectorType(ty, len(values)), list(values))
+
+
+def _shift(builder, v, by: int):
+    """v (<32 x i8>) shifted left by `by` bits (right where negative)."""
+    if by > 0:
+        return builder.shl(v, _const(I8, [by] * 32))
+    return builder.lshr(v, _const(I8, [-by] * 32)) if by < 0 else v
 
 
 def _scales_and_mins(builder, b):
@@ -94,8 +101,7 @@ def _k4_row(fifth: bool):
                     q = builder.load(builder.gep(q4, [ir.Constant(I32, i // 2)]), align=1)
                     codes = builder.and_(q, _const(I8, [15] * 32)) if i % 2 == 0 else builder.lshr(q, _const(I8, [4] * 32))
                     if fifth:  # bit i of hb moved to bit 4 (a shift and a mask: `vpsllw` / `vpsrlw`, `vpand`)
-                        top = builder.shl(hb, _const(I8, [4 - i] * 32)) if i < 4 else builder.lshr(hb, _const(I8, [i - 4] * 32))
-                        codes = builder.or_(codes, builder.and_(top, _const(I8, [16] * 32)))
+                        codes = builder.or_(codes, builder.and_(_shift(builder, hb, 4 - i), _const(I8, [16] * 32)))
                     xb = builder.load(builder.gep(x_q, [at(s, 8, i)]), align=1)
                     dot = builder.sitofp(udot8(builder, codes, xb), V8F)
                     lane = builder.shuffle_vector(scale, scale, lanes([i] * 8))
@@ -113,18 +119,11 @@ q4_k_row = _k4_row(False)
 q5_k_row = _k4_row(True)
 q4_k_row.__doc__ = q5_k_row.__doc__ = """Row r of a Q4_K / Q5_K matrix (qs (N, S, 4, 32) uint8, qh (N, S, 32) uint8 fifth
 bits (any (1, 1, 32) stand-in for Q4_K), scales (N, S, 12) uint8, dm (N, S, 2) int16 fp16 d, dmin) times
-row t of x rounded to 8 bits (xq (T, 8S, 32) int8, xd (T, 8S) fp32, xt (T, 8S) fp32 `block_totals`):
+row t of x rounded to 8 bits (xq (T, 8S, 32) int8, xd (T, 8S) fp32, xt (T, 8S) fp32 `block_totals` per 32):
 sum over blocks of (d * sc * xd) * dot - (dmin * m) * xt, fp32."""
 
 
 V16F = ir.VectorType(F32, 16)
-
-
-def _shift(builder, v, by: int):
-    """v (<32 x i8>) shifted left by `by` bits (right where negative)."""
-    if by > 0:
-        return builder.shl(v, _const(I8, [by] * 32))
-    return builder.lshr(v, _const(I8, [-by] * 32)) if by < 0 else v
 
 
 def _sub16_row(builder, n_sb, x_q, x_d, x_o, sub_scales, codes, low=None):
@@ -176,7 +175,8 @@ def q6_k_row(typingctx, ql, qh, scales, d, r, xq, xd, xo, t):
 
         def sub_scales(s):
             dd = splat(builder, f16_value(builder, builder.load(builder.gep(w_d, [s]))), 16)
-            return builder.fmul(dd, builder.sitofp(builder.load(_vectors(builder, builder.gep(w_sc, [at(s, 16)]), I8, 16), align=1), V16F))
+            sc = builder.load(_vectors(builder, builder.gep(w_sc, [at(s, 16)]), I8, 16), align=1)
+            return builder.fmul(dd, builder.sitofp(sc, V16F))
 
         def codes(s, k):  # weight 128h + 32g + l: nibble g // 2 of ql[64h + 32 (g % 2) + l], bits 2g, 2g + 1 of qh[32h + l]
             h, g = divmod(k, 4)
@@ -237,7 +237,7 @@ def q3_k_row(typingctx, qs, hmask, scales, d, r, xq, xd, xo, t):
 def q2_k_row(typingctx, qs, scales, dm, r, xq, xd, xt, t):
     """Row r of a Q2_K matrix (qs (N, S, 2, 32) uint8, scales (N, S, 16) uint8 (scale low nibble, minimum
     high), dm (N, S, 2) int16 fp16 d, dmin) times row t of x rounded to 8 bits (xq, xd as q4_k_row; xt
-    (T, 16S) fp32 `half_block_totals`): sum over 16-weight sub-blocks of (d * sc * xd) * sum q * xq - (dmin *
+    (T, 16S) fp32 `block_totals` per 16): sum over 16-weight sub-blocks of (d * sc * xd) * sum q * xq - (dmin *
     m) * xt, fp32."""
     if not (arrays_are((qs, 4, types.uint8), (scales, 3, types.uint8), (dm, 3, types.int16), (xt, 2, types.float32))
             and isinstance(r, types.Integer) and x_ok(xq, xd, t)):
@@ -254,7 +254,8 @@ def q2_k_row(typingctx, qs, scales, dm, r, xq, xd, xt, t):
 
         def nibbles(s, high: bool):
             b = builder.load(_vectors(builder, builder.gep(w_sc, [at(s, 16)]), I8, 16), align=1)
-            return builder.uitofp(builder.lshr(b, ir.Constant(v16, [4] * 16)) if high else builder.and_(b, ir.Constant(v16, [15] * 16)), V16F)
+            nibble = builder.lshr(b, ir.Constant(v16, [4] * 16)) if high else builder.and_(b, ir.Constant(v16, [15] * 16))
+            return builder.uitofp(nibble, V16F)
 
         def sub_scales(s):
             return builder.fmul(splat(builder, builder.extract_element(pair(s), ir.Constant(I32, 0)), 16), nibbles(s, False))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from numba import float32, int32, prange
 
-from gguflm.cpu.int8 import half_block_totals, quantize_blocks
+from gguflm.cpu.int8 import block_totals, quantize_blocks
 from gguflm.cpu.int8_k import q2_k_row
 from gguflm.cpu.jit import f16_to_f32, kernel
 from gguflm.cpu.lanes import ROWS_PER_TASK
@@ -25,7 +25,7 @@ def q2_k_matvec(qs, scales, dm, x, out):
     -> out (T, N) fp32: x rounded to 8 bits per 32 values, each row's dot by `q2_k_row`."""
     n = qs.shape[0]
     xq, xd, _ = quantize_blocks(x)
-    xt = half_block_totals(xq, xd)
+    xt = block_totals(xq, xd, 16)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):

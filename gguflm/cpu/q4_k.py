@@ -37,7 +37,7 @@ def k4_matvec(qs, qh, scales, dm, fifth, x, out):
     32 values (`quantize_blocks`), each row's dot by `q4_k_row` / `q5_k_row`."""
     n = qs.shape[0]
     xq, xd, _ = quantize_blocks(x)
-    xt = block_totals(xq, xd)
+    xt = block_totals(xq, xd, 32)
     for task in prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         for r in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             for t in range(x.shape[0]):
